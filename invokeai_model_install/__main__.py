@@ -1,0 +1,7 @@
+"""``python -m invokeai_model_install`` runs the installer command."""
+
+import sys
+
+from invokeai_model_install.cli import main
+
+sys.exit(main())

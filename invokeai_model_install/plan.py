@@ -1,0 +1,57 @@
+"""The install plan: one frozen value that every front end builds.
+
+The form, the command-line flags and a plan file (``--plan FILE.yaml``) all
+produce an :class:`InstallPlan`; the worker executes it item by item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+Precision = Literal["fp16", "fp32"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+PredictionType = Literal["epsilon", "v"]
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """What the user asked for.  Plain data: no paths are resolved, nothing is fetched.
+
+    :param install_starters: catalogue keys to install (installed ones are skipped).
+    :param remove_starters: model names to remove from models.yaml.
+    :param purge: with removals, also delete their files inside the root's ``models/``.
+    :param imports: import lines: URLs, file/folder paths, repo ids (``owner/name[:sub][@rev]``).
+    :param scan_dir: a folder whose model files are imported (recursively).
+    :param autoscan: ``True`` writes ``--autoconvert "scan_dir"`` to invokeai.init,
+        ``False`` removes it, ``None`` leaves invokeai.init alone.
+    :param convert: convert imported single-file checkpoints to diffusers.
+    :param precision: ``fp16`` (default) or ``fp32`` (``--full-precision``).
+    :param device: where conversion runs: ``auto`` picks CUDA when present.
+    :param prediction_type: answer for SD2 checkpoints whose prediction type is
+        undecided; ``None`` means ask (the front end's callback), or skip the item
+        when nobody can answer.
+    """
+
+    install_starters: tuple[str, ...] = ()
+    remove_starters: tuple[str, ...] = ()
+    purge: bool = False
+    imports: tuple[str, ...] = ()
+    scan_dir: Optional[Path] = None
+    autoscan: Optional[bool] = None
+    convert: bool = False
+    precision: Precision = "fp16"
+    device: Device = "auto"
+    prediction_type: Optional[PredictionType] = None
+    extra: tuple[tuple[str, str], ...] = field(default=())  # reserved for front-end notes
+
+    def is_empty(self) -> bool:
+        """True when the plan asks for nothing at all."""
+        return not (
+            self.install_starters
+            or self.remove_starters
+            or self.imports
+            or self.scan_dir is not None
+            or self.autoscan is not None
+        )
