@@ -81,6 +81,7 @@ def sanitize_name(text: str) -> str:
     """A model name safe as a YAML key and a folder name: letters, digits and ``. _ + & -``."""
     name = _NAME_BAD.sub("-", text.strip()).strip("-.")
     name = re.sub(r"-{2,}", "-", name)
+    name = re.sub(r"\.{2,}", ".", name)  # never a ".." path segment when the name becomes a folder
     return name or "model"
 
 
@@ -332,9 +333,12 @@ class Registry:
             ) from None
         try:
             text, _header, doc = self._read()
+            # Compare renderings, not text: a hand-written file (flow style, other spacing)
+            # is only rewritten when its content actually changed.
+            before = doc.render() if text else None
             yield doc
             new_text = doc.render()
-            if new_text != text:
+            if new_text != before:
                 atomic_write_text(self.path, new_text, backup=self.orig_path if text else None)
         finally:
             lock.release()
