@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
             "or there is no terminal)."
         ),
         epilog="Run `%(prog)s COMMAND --help` for a command's options. Docs: docs/cli.md, docs/user-guide.md.",
+        # No prefix matching: `edit --config` must not be read as an abbreviation of --config_file.
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--root",

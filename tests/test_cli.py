@@ -1,0 +1,330 @@
+"""The model-management commands of invokeai-model-install, in-process and through a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from invokeai_model_install import cli
+from invokeai_model_install.configure import create_layout
+from invokeai_model_install.layout import RootLayout
+from invokeai_model_install.registry import Registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A set-up root with four models: a legacy file, a diffusers folder, a hub repo, one outside the root."""
+    root = tmp_path / "invokeai"
+    layout = RootLayout(root)
+    create_layout(layout)
+    ckpt = layout.kind_dir("main") / "legacy-1.safetensors"
+    ckpt.write_bytes(b"weights")
+    vae = layout.kind_dir("vae") / "shared.vae.pt"
+    vae.write_bytes(b"vae")
+    folder = layout.kind_dir("main-diffusers") / "folder-model"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    (folder / "unet" / "config.json").write_text("{}")
+    outside = tmp_path / "elsewhere" / "outside.ckpt"
+    outside.parent.mkdir()
+    outside.write_bytes(b"not ours")
+    with Registry(layout.models_yaml).transaction() as doc:
+        doc.add(
+            "legacy-1",
+            {
+                "description": "A legacy checkpoint",
+                "weights": "models/checkpoints/legacy-1.safetensors",
+                "config": "configs/stable-diffusion/v1-inference.yaml",
+                "format": "ckpt",
+                "vae": "models/vae/shared.vae.pt",
+                "width": 512,
+                "height": 512,
+                "default": False,
+                "custom_note": "keep me",
+            },
+        )
+        doc.add(
+            "folder-model",
+            {"description": "A diffusers folder", "path": "models/diffusers/folder-model", "format": "diffusers", "default": True},
+        )
+        doc.add(
+            "hub-model",
+            {"description": "From the hub", "repo_id": "owner/hub-model", "format": "diffusers", "vae": {"repo_id": "stabilityai/sd-vae-ft-mse"}},
+        )
+        doc.add(
+            "outside",
+            {"description": "Lives outside the root", "weights": str(outside), "format": "ckpt", "vae": "models/vae/shared.vae.pt"},
+        )
+    return root
+
+
+def run(root: Path, *args: str) -> int:
+    return cli.main(["--root", str(root), *args])
+
+
+def stanzas(root: Path) -> dict:
+    return Registry(RootLayout(root).models_yaml).load()
+
+
+# --- list ------------------------------------------------------------------------------
+
+
+def test_list_json(root: Path, capsys) -> None:
+    assert run(root, "list", "--json") == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in records] == ["legacy-1", "folder-model", "hub-model", "outside"]
+    by_name = {r["name"]: r for r in records}
+    for record in records:
+        assert {"name", "format", "description", "default"} <= set(record)
+    assert by_name["legacy-1"]["weights"] == "models/checkpoints/legacy-1.safetensors"
+    assert by_name["legacy-1"]["vae"] == "models/vae/shared.vae.pt"
+    assert by_name["legacy-1"]["format"] == "ckpt" and by_name["legacy-1"]["default"] is False
+    assert by_name["folder-model"]["path"] == "models/diffusers/folder-model" and by_name["folder-model"]["default"] is True
+    assert by_name["hub-model"]["repo_id"] == "owner/hub-model"
+    assert by_name["hub-model"]["vae"] == {"repo_id": "stabilityai/sd-vae-ft-mse"}
+
+
+def test_list_table(root: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert run(root, "list") == 0
+    out = capsys.readouterr().out
+    for text in ("legacy-1", "folder-model", "hub-model", "owner/hub-model", "A diffusers folder", "stabilityai/sd-vae-ft-mse"):
+        assert text in out
+    default_row = next(line for line in out.splitlines() if "folder-model" in line)
+    assert "*" in default_row
+
+
+def test_list_empty_root(tmp_path: Path, capsys) -> None:
+    create_layout(RootLayout(tmp_path / "r"))
+    assert run(tmp_path / "r", "list", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert run(tmp_path / "r", "list") == 0
+    assert "No models installed" in capsys.readouterr().out
+
+
+def test_list_missing_root_is_one_line_error(tmp_path: Path, capsys) -> None:
+    assert run(tmp_path / "nowhere", "list") == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(tmp_path / "nowhere") in err and "invokeai-configure" in err
+
+
+def test_config_file_points_at_another_models_yaml(root: Path, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("only-one:\n  description: from the other file\n  repo_id: a/b\n  format: diffusers\n")
+    assert cli.main(["--root", str(root), "--config_file", str(other), "list", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["only-one"]
+    assert cli.main(["--root", str(root), "--config_file", str(other), "default", "only-one"]) == 0
+    assert yaml.safe_load(other.read_text())["only-one"]["default"] is True
+    assert "only-one" not in stanzas(root)
+
+
+def test_root_from_environment(root: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("INVOKEAI_ROOT", str(root))
+    assert cli.main(["list", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 4
+
+
+def test_corrupt_models_yaml_is_reported_and_kept(root: Path, capsys) -> None:
+    path = RootLayout(root).models_yaml
+    path.write_text("a:\n  b: [1\n")
+    assert run(root, "default", "a") == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "line" in err
+    assert path.read_text() == "a:\n  b: [1\n"
+
+
+# --- default ---------------------------------------------------------------------------
+
+
+def test_default(root: Path, capsys) -> None:
+    assert run(root, "default", "hub-model") == 0
+    assert [n for n, s in stanzas(root).items() if s.get("default") is True] == ["hub-model"]
+    assert "hub-model" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["default", "nope"], ["delete", "nope"], ["delete", "nope", "--purge"], ["edit", "nope", "--description", "x"]])
+def test_unknown_name_exits_2_with_one_line(root: Path, capsys, command: list[str]) -> None:
+    before = RootLayout(root).models_yaml.read_text()
+    assert run(root, *command) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "'nope'" in err and "invokeai-model-install list" in err
+    assert RootLayout(root).models_yaml.read_text() == before
+
+
+# --- delete ----------------------------------------------------------------------------
+
+
+def test_delete_keeps_files(root: Path) -> None:
+    assert run(root, "delete", "folder-model") == 0
+    assert "folder-model" not in stanzas(root)
+    assert (root / "models/diffusers/folder-model/model_index.json").exists()
+
+
+def test_delete_purge_removes_files_inside_models_only(root: Path, capsys) -> None:
+    assert run(root, "delete", "folder-model", "--purge") == 0
+    assert not (root / "models/diffusers/folder-model").exists()
+    assert (root / "models/diffusers").is_dir()
+    capsys.readouterr()
+
+    # a model outside the root: stanza dropped, its file reported and kept
+    outside = Path(stanzas(root)["outside"]["weights"])
+    assert run(root, "delete", "outside", "--purge") == 0
+    out = capsys.readouterr().out
+    assert outside.exists() and f"kept {outside}" in out and "outside" in out
+    # its VAE is still used by legacy-1: kept as well
+    assert (root / "models/vae/shared.vae.pt").exists() and "still used by legacy-1" in out
+
+    assert run(root, "delete", "legacy-1", "--purge") == 0
+    assert not (root / "models/checkpoints/legacy-1.safetensors").exists()
+    assert not (root / "models/vae/shared.vae.pt").exists()  # the last user is gone
+    assert set(stanzas(root)) == {"hub-model"}
+
+
+def test_purge_refuses_paths_escaping_models(root: Path, tmp_path: Path, capsys) -> None:
+    victim = root / "configs" / "precious.txt"
+    victim.write_text("keep")
+    link_target = tmp_path / "linked"
+    link_target.mkdir()
+    (link_target / "data.bin").write_bytes(b"x")
+    (root / "models" / "diffusers" / "sneaky").symlink_to(link_target)
+    with Registry(RootLayout(root).models_yaml).transaction() as doc:
+        doc.add("dotdot", {"description": "escapes", "weights": "models/../configs/precious.txt", "format": "ckpt"})
+        doc.add("symlinked", {"description": "symlink out", "path": "models/diffusers/sneaky", "format": "diffusers"})
+        doc.add("whole-models", {"description": "points at a kind folder", "path": "models/diffusers", "format": "diffusers"})
+    for name in ("dotdot", "symlinked", "whole-models"):
+        assert run(root, "delete", name, "--purge") == 0
+    out = capsys.readouterr().out
+    assert victim.read_text() == "keep"
+    assert (link_target / "data.bin").exists()
+    assert (root / "models" / "diffusers" / "folder-model").exists()
+    assert out.count("kept") == 3
+    assert not {"dotdot", "symlinked", "whole-models"} & set(stanzas(root))
+
+
+# --- edit ------------------------------------------------------------------------------
+
+
+def test_edit_fields_of_a_legacy_model(root: Path) -> None:
+    args = ["edit", "legacy-1", "--description", "New text", "--width", "768", "--height", "640", "--config", "v2-inference-v"]
+    assert run(root, *args) == 0
+    stanza = stanzas(root)["legacy-1"]
+    assert stanza["description"] == "New text"
+    assert (stanza["width"], stanza["height"]) == (768, 640)
+    assert stanza["config"] == "configs/stable-diffusion/v2-inference-v.yaml"
+    assert stanza["custom_note"] == "keep me"  # untouched fields survive
+    assert run(root, "edit", "legacy-1", "--vae", "stabilityai/sd-vae-ft-ema") == 0
+    assert stanzas(root)["legacy-1"]["vae"] == "stabilityai/sd-vae-ft-ema"
+    assert run(root, "edit", "legacy-1", "--vae", str(root / "models/vae/shared.vae.pt")) == 0
+    assert stanzas(root)["legacy-1"]["vae"] == "models/vae/shared.vae.pt"  # stored relative to the root
+    assert run(root, "edit", "legacy-1", "--vae", "none") == 0
+    assert "vae" not in stanzas(root)["legacy-1"]
+
+
+def test_edit_config_with_a_file_path(root: Path, tmp_path: Path) -> None:
+    custom = tmp_path / "custom.yaml"
+    custom.write_text("model: {}\n")
+    assert run(root, "edit", "legacy-1", "--config", str(custom)) == 0
+    assert stanzas(root)["legacy-1"]["config"] == str(custom)  # outside the root: absolute
+    assert run(root, "edit", "legacy-1", "--config", "no-such-config") == 2
+
+
+def test_edit_vae_of_a_diffusers_model_and_rename(root: Path) -> None:
+    assert run(root, "edit", "folder-model", "--vae", "stabilityai/sd-vae-ft-mse", "--name", "renamed") == 0
+    names = list(stanzas(root))
+    assert names == ["legacy-1", "renamed", "hub-model", "outside"]  # keeps its place
+    assert stanzas(root)["renamed"]["vae"] == {"repo_id": "stabilityai/sd-vae-ft-mse"}
+    assert stanzas(root)["renamed"]["default"] is True
+    vae_dir = root / "models" / "vae" / "my-vae"
+    vae_dir.mkdir()
+    assert run(root, "edit", "renamed", "--vae", str(vae_dir)) == 0
+    assert stanzas(root)["renamed"]["vae"] == {"path": "models/vae/my-vae"}
+
+
+def test_edit_errors(root: Path, capsys) -> None:
+    before = RootLayout(root).models_yaml.read_text()
+    assert run(root, "edit", "legacy-1") == 2  # nothing to change
+    assert "nothing to change" in capsys.readouterr().err
+    assert run(root, "edit", "hub-model", "--config", "v1-inference") == 2
+    assert "diffusers" in capsys.readouterr().err
+    assert run(root, "edit", "legacy-1", "--name", "bad name/with slash") == 2
+    assert "not a valid model name" in capsys.readouterr().err
+    assert run(root, "edit", "legacy-1", "--name", "hub-model") == 1
+    assert "already installed" in capsys.readouterr().err
+    assert run(root, "edit", "legacy-1", "--vae", "./does/not/exist.pt") == 2
+    assert run(root, "edit", "legacy-1", "--width", "-5") == 2
+    assert RootLayout(root).models_yaml.read_text() == before
+
+
+# --- the installer entry (no subcommand) ------------------------------------------------------
+
+
+def test_missing_root_without_tty_says_so_and_points_to_configure(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "no-root-here"
+    assert run(missing) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(missing) in err and "invokeai-configure" in err and "--yes" in err
+    assert not missing.exists()
+
+
+def test_missing_root_with_yes_runs_the_setup(tmp_path: Path, capsys) -> None:
+    empty_catalog = tmp_path / "empty.yaml"
+    empty_catalog.write_text("{}\n")
+    missing = tmp_path / "fresh-root"
+    cli.main(["--root", str(missing), "--catalog", str(empty_catalog), "--yes"])
+    layout = RootLayout(missing)
+    assert layout.models_yaml.exists() and layout.init_file.exists()
+    assert (layout.legacy_configs_dir / "v1-inference.yaml").exists()
+
+
+def test_usage_error_exits_2(root: Path, capsys) -> None:
+    assert run(root, "no-such-command") == 2
+    assert run(root, "delete") == 2
+
+
+# --- through a real process -----------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("INVOKEAI_ROOT", None)
+    env["COLUMNS"] = "200"
+    return env
+
+
+def test_subprocess_list_and_bad_name(root: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "invokeai_model_install", "--root", str(root)]
+    done = subprocess.run(cmd + ["list", "--json"], capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 4
+    done = subprocess.run(cmd + ["delete", "ghost"], capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'ghost'" in lines[0] and "invokeai-model-install list" in lines[0]
+
+
+def test_help_lists_commands_and_never_imports_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from invokeai_model_install import cli\n"
+        "rc = cli.main(['--help'])\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'npyscreen', 'transformers') if m in sys.modules]\n"
+        "print('HEAVY:', heavy)\n"
+        "sys.exit(rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for command in ("list", "delete", "edit", "default"):
+        assert f"    {command} " in out
+    for option in ("--root", "--config_file", "--catalog"):
+        assert option in out
+    assert "HEAVY: []" in out
