@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invokeai", description="Menu of InvokeAI model tools (install, list, scan, setup).")
     parser.add_argument("--root", metavar="DIR", help="InvokeAI root directory (default: $INVOKEAI_ROOT, else ~/invokeai)")
     parser.add_argument("--config_file", "--config-file", dest="config_file", metavar="FILE", help="use this models.yaml")
+    parser.add_argument("--catalog", metavar="FILE", help="use this starter catalogue instead of the packaged one")
     return parser
 
 
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None, *, input_fn: Callable[[str], str] = 
         common += ["--root", args.root]
     if args.config_file:
         common += ["--config_file", args.config_file]
+    if args.catalog:
+        common += ["--catalog", args.catalog]
     layout = make_layout(args)
     status = 0
     while True:

@@ -1,0 +1,142 @@
+"""invokeai-configure: creating and repairing a root without losing anything, and the token store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from invokeai_model_install import configure, resources
+from invokeai_model_install.errors import RootError
+from invokeai_model_install.initfile import read_options, set_option
+from invokeai_model_install.layout import KIND_DIRS, RootLayout
+from invokeai_model_install.registry import DEFAULT_HEADER, Registry
+
+
+def _setup(layout: RootLayout, **kw) -> int:
+    lines: list[str] = []
+    rc = configure.setup_root(
+        layout, yes=True, skip_sd_weights=True, skip_support_models=True, interactive=False, out=lines.append, **kw
+    )
+    return rc, lines
+
+
+def test_creates_the_whole_layout(tmp_path: Path) -> None:
+    layout = RootLayout(tmp_path / "root")
+    rc, lines = _setup(layout)
+    assert rc == 0
+    assert "Created the InvokeAI root" in lines[0]
+    assert layout.models_yaml.read_text() == DEFAULT_HEADER
+    assert layout.init_file.is_file() and read_options(layout.init_file) == []
+    for kind in KIND_DIRS:
+        assert layout.kind_dir(kind).is_dir()
+    for name in resources.LEGACY_CONFIG_NAMES:
+        copied = layout.legacy_configs_dir / name
+        assert copied.read_bytes() == resources.legacy_config_path(name).read_bytes()
+    assert any("Skipping the model download" in line for line in lines)
+
+
+def test_rerun_keeps_models_init_lines_and_edited_configs(tmp_path: Path) -> None:
+    layout = RootLayout(tmp_path / "root")
+    _setup(layout)
+    with Registry(layout.models_yaml).transaction() as doc:
+        doc.add("mine", {"description": "installed", "repo_id": "a/b", "format": "diffusers", "default": True})
+    models_before = layout.models_yaml.read_text()
+    layout.init_file.write_text("--outdir=/somewhere\n# my comment\n")
+    set_option(layout.init_file, "--autoconvert", "/scan/me")
+    init_before = layout.init_file.read_text()
+    edited = layout.legacy_configs_dir / "v1-inference.yaml"
+    edited.write_text("# my own tweaks\nmodel: {}\n")
+    (layout.legacy_configs_dir / "v2-inference.yaml").unlink()  # a lost file comes back
+    (layout.kind_dir("lora")).rmdir()
+
+    rc, lines = _setup(layout)
+    assert rc == 0
+    assert "Checked the InvokeAI root" in lines[0]
+    assert layout.models_yaml.read_text() == models_before
+    assert layout.init_file.read_text() == init_before
+    assert edited.read_text() == "# my own tweaks\nmodel: {}\n"
+    assert any("kept your edited configs/stable-diffusion/v1-inference.yaml" in line for line in lines)
+    assert (layout.legacy_configs_dir / "v2-inference.yaml").is_file()
+    assert layout.kind_dir("lora").is_dir()
+
+
+def test_root_that_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(RootError) as info:
+        configure.create_layout(RootLayout(path))
+    assert str(path) in info.value.one_line()
+    assert configure.main(["--root", str(path), "--skip-sd-weights", "--skip-support-models"]) == 1
+
+
+def test_main_with_skips(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "r"
+    assert configure.main(["--root", str(root), "--yes", "--skip-sd-weights", "--skip-support-models"]) == 0
+    assert RootLayout(root).models_yaml.exists()
+    assert "Skipping the model download" in capsys.readouterr().out
+
+
+def test_installer_arguments_for_the_model_step(tmp_path: Path) -> None:
+    layout = RootLayout(tmp_path / "r")
+    base = ["--root", str(layout.root)]
+    assert configure.installer_argv(layout) == base + ["--yes", "--add", "stabilityai/sd-vae-ft-mse"]
+    assert configure.installer_argv(layout, skip_sd_weights=True) == base + ["--add", "stabilityai/sd-vae-ft-mse"]
+    assert configure.installer_argv(layout, skip_support_models=True) == base + ["--yes"]
+    assert configure.installer_argv(layout, skip_sd_weights=True, skip_support_models=True) is None
+    catalog = tmp_path / "c.yaml"
+    catalog.write_text("m:\n  description: d\n  repo_id: a/m\n  vae: {repo_id: a/vae}\n")
+    other = RootLayout(layout.root, tmp_path / "m.yaml")
+    assert configure.installer_argv(other, catalog_path=catalog) == base + [
+        "--config_file",
+        str(tmp_path / "m.yaml"),
+        "--catalog",
+        str(catalog),
+        "--yes",
+        "--add",
+        "a/vae",
+    ]
+    # the arguments are ones the installer's own parser accepts
+    from invokeai_model_install.cli import build_parser
+
+    args = build_parser().parse_args(configure.installer_argv(layout, skip_support_models=True))
+    assert args.yes is True and args.root == str(layout.root)
+
+
+def test_interactive_token_prompt_can_be_skipped(tmp_path: Path) -> None:
+    layout = RootLayout(tmp_path / "r")
+    asked: list[str] = []
+    rc = configure.setup_root(
+        layout, interactive=True, open_installer=False, ask=lambda prompt: asked.append(prompt) or "", out=lambda s: None
+    )
+    assert rc == 0
+    assert len(asked) == 1 and "huggingface.co/settings/tokens" in asked[0]
+
+
+def test_token_goes_to_huggingface_store_without_network(tmp_path: Path) -> None:
+    """Run in a fresh process: its own HF_HOME, and an endpoint nothing listens on (a network call would fail)."""
+    root = tmp_path / "root"
+    hf_home = tmp_path / "hf-home"
+    token = "hf_TestTokenThatIsNotReal1234567890"
+    code = (
+        "import sys\n"
+        "from invokeai_model_install import configure\n"
+        "from pathlib import Path\nfrom invokeai_model_install.layout import RootLayout\n"
+        f"rc = configure.setup_root(RootLayout(Path(sys.argv[1])), yes=True, skip_sd_weights=True, skip_support_models=True, hf_token={token!r}, interactive=False)\n"
+        "from huggingface_hub import get_token\n"
+        "print('TOKEN', get_token())\n"
+        "sys.exit(rc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env.update(HF_HOME=str(hf_home), HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_DISABLE_TELEMETRY="1")
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"TOKEN {token}" in done.stdout
+    assert (hf_home / "token").read_text().strip() == token
+    # never written into our own files
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path

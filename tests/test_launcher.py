@@ -1,0 +1,107 @@
+"""The `invokeai` menu: numbered choices read from stdin, each running the matching command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from invokeai_model_install import launcher
+from invokeai_model_install.configure import create_layout
+from invokeai_model_install.layout import RootLayout
+from invokeai_model_install.registry import Registry
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    layout = RootLayout(root)
+    create_layout(layout)
+    with Registry(layout.models_yaml).transaction() as doc:
+        doc.add("menu-model-a", {"description": "first", "repo_id": "o/a", "format": "diffusers", "default": True})
+        doc.add("menu-model-b", {"description": "second", "weights": "models/checkpoints/b.ckpt", "format": "ckpt"})
+    return root
+
+
+def _inputs(*answers: str):
+    it = iter(answers)
+
+    def read(prompt: str) -> str:
+        print(prompt)
+        try:
+            return next(it)
+        except StopIteration:
+            raise EOFError from None
+
+    return read
+
+
+def test_menu_lists_the_entries(root: Path, capsys) -> None:
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("5")) == 0
+    out = capsys.readouterr().out
+    for number, label in enumerate(
+        (
+            "Download and install models",
+            "List installed models",
+            "Scan the autoscan folder for new models",
+            "Re-run the first-run setup",
+            "Quit",
+        ),
+        start=1,
+    ):
+        assert f"{number}. {label}" in out
+    assert str(root) in out
+
+
+def test_list_choice_runs_the_list_command(root: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("2", "5")) == 0
+    out = capsys.readouterr().out
+    assert "== List installed models ==" in out
+    assert "menu-model-a" in out and "menu-model-b" in out
+    assert out.count("Choose 1-5") == 2
+
+
+def test_bad_choices_are_asked_again_and_end_of_input_quits(root: Path, capsys) -> None:
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("x", "0", "9", "")) == 0
+    out = capsys.readouterr().out
+    assert out.count("Please enter a number from 1 to 5.") == 4
+
+
+def test_setup_choice_creates_a_missing_root(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    root = tmp_path / "new-root"
+    launcher.main(["--root", str(root), "--catalog", str(empty)], input_fn=_inputs("4", "5"))
+    out = capsys.readouterr().out
+    assert "== Re-run the first-run setup ==" in out
+    assert RootLayout(root).models_yaml.is_file()
+    assert (RootLayout(root).legacy_configs_dir / "sd_xl_base.yaml").is_file()
+
+
+def test_failed_command_status_is_shown_and_menu_goes_on(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "missing"
+    status = launcher.main(["--root", str(missing)], input_fn=_inputs("2", "5"))
+    out = capsys.readouterr()
+    assert status == 1
+    assert "List installed models ended with exit status 1" in out.out
+    assert str(missing) in out.err
+
+
+def test_menu_through_a_pipe(root: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "INVOKEAI_ROOT"}
+    env["COLUMNS"] = "200"
+    done = subprocess.run(
+        [sys.executable, "-m", "invokeai_model_install.launcher", "--root", str(root)],
+        input="2\n5\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "menu-model-a" in done.stdout and "5. Quit" in done.stdout
