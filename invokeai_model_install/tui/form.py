@@ -1,0 +1,253 @@
+"""The model selection form (npyscreen): starters, imports, scan folder, convert, DONE.
+
+The form only shows state and collects values; :mod:`.model` turns them into an
+:class:`InstallPlan` and the application (``app.py``) hands that to the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import npyscreen
+
+from invokeai_model_install.tui import model
+from invokeai_model_install.tui.widgets import ActionButton, ImportBox, NotifyingCheckbox
+
+
+@dataclass
+class FormData:
+    """What the form shows, read before curses starts (so read errors print cleanly).
+
+    :param catalog: starter key -> StarterModel (catalogue order).
+    :param stanzas: models.yaml stanzas (name -> mapping).
+    :param previous_autoscan: the folder of ``--autoconvert`` in invokeai.init, if any.
+    """
+
+    root: Path
+    catalog: Mapping[str, Any]
+    stanzas: Mapping[str, Any]
+    previous_autoscan: str | None = None
+    wizard: bool = False
+
+    @property
+    def repo_ids(self) -> dict[str, tuple[str, ...]]:
+        return {k: tuple(getattr(m, "repo_ids", (m.repo_id,))) for k, m in self.catalog.items()}
+
+    @property
+    def installed_keys(self) -> list[str]:
+        return model.installed_starters(list(self.catalog), self.repo_ids, self.stanzas)
+
+    @property
+    def first_run(self) -> bool:
+        """No model registered yet: recommended starters are preselected."""
+        return not self.stanzas
+
+
+#: Rows of the form that are not the two starter lists (see :meth:`ModelForm.create`).
+FIXED_ROWS = 4 + 1 + 5 + 1 + 1 + 1 + 1 + 1 + 1 + 1  # frame+title, header, import box, dir, dir field, autoscan, convert, size, gap, buttons
+INSTALLED_ROWS = 2  # header and purge checkbox
+
+
+def required_size(n_installed: int, n_new: int) -> tuple[int, int]:
+    """(columns, lines) the form needs: each non-empty list gets at least 2 rows (they scroll)."""
+    lines = FIXED_ROWS + (INSTALLED_ROWS + min(2, n_installed) if n_installed else 0) + (min(2, n_new) or 1)
+    return model.MIN_COLUMNS, lines
+
+
+def list_heights(lines: int, n_installed: int, n_new: int) -> tuple[int, int]:
+    """Rows for the installed and the not-installed lists, sharing what the terminal has."""
+    free = lines - FIXED_ROWS - (INSTALLED_ROWS if n_installed else 0)
+    h_inst = min(n_installed, max(2, free // 3)) if n_installed else 0
+    h_new = min(max(n_new, 1), max(2, free - h_inst))
+    # give unused rows of the second list back to the first
+    h_inst = min(n_installed, max(h_inst, free - h_new)) if n_installed else 0
+    return h_inst, h_new
+
+
+class ModelForm(npyscreen.FormBaseNew):
+    """The main form.  ``data`` is a :class:`FormData`; the app reads :meth:`values`."""
+
+    FIX_MINIMUM_SIZE_WHEN_CREATED = True
+
+    def __init__(self, *args, data: FormData, **keywords) -> None:
+        self.data = data
+        self._last_size_line = ""
+        super().__init__(*args, **keywords)
+
+    # --- building -------------------------------------------------------------------
+
+    def create(self) -> None:
+        data = self.data
+        catalog = data.catalog
+        self.installed = data.installed_keys
+        self.installed_names = [model.installed_name(k, data.repo_ids[k], data.stanzas) for k in self.installed]
+        self.new_keys = [k for k in catalog if k not in self.installed]
+        h_inst, h_new = list_heights(self.lines, len(self.installed), len(self.new_keys))
+        label_w = self.columns - 12
+
+        self.w_installed = None
+        self.w_purge = None
+        if self.installed:
+            self.add(npyscreen.FixedText, value="Installed starter models (uncheck to remove):", editable=False, color="LABEL")
+            self.w_installed = self.add(
+                npyscreen.MultiSelect,
+                values=[self._label(k, label_w) for k in self.installed],
+                value=list(range(len(self.installed))),
+                max_height=h_inst,
+                scroll_exit=True,
+            )
+            self.w_purge = self.add(
+                npyscreen.Checkbox, name="Purge deleted models from disk (otherwise their files are kept)", value=False
+            )
+        header = "Starter models not yet installed (Space selects):" if self.new_keys else "All starter models are installed."
+        self.add(npyscreen.FixedText, value=header, editable=False, color="LABEL")
+        preselect = [i for i, k in enumerate(self.new_keys) if data.first_run and getattr(catalog[k], "recommended", False)]
+        self.w_new = self.add(
+            npyscreen.MultiSelect,
+            values=[self._label(k, label_w) for k in self.new_keys],
+            value=preselect,
+            max_height=h_new,
+            scroll_exit=True,
+            editable=bool(self.new_keys),
+        )
+        self.w_imports = self.add(
+            ImportBox,
+            name="IMPORT LOCAL AND REMOTE MODELS: URLs, paths, repo ids (paste OK)",
+            max_height=5,
+            scroll_exit=True,
+        )
+        had_dir = bool(data.previous_autoscan)
+        self.w_use_dir = self.add(
+            NotifyingCheckbox,
+            name="Select a directory for models to import",
+            value=had_dir,
+            on_toggle=lambda _v: self.adjust_widgets(),
+        )
+        self.w_dir = self.add(
+            npyscreen.TitleFilename,
+            name="Directory:",
+            value=data.previous_autoscan or "",
+            begin_entry_at=14,
+            relx=self.nextrelx + 4,
+            hidden=not had_dir,
+            use_two_lines=False,
+        )
+        self.w_autoscan = self.add(
+            npyscreen.Checkbox,
+            name="Scan this directory each time InvokeAI starts",
+            value=had_dir,
+            relx=self.nextrelx + 4,
+            hidden=not had_dir,
+        )
+        self.w_convert = self.add(
+            npyscreen.Checkbox,
+            name="Convert imported models into diffusers (keeps the original: 2x the disk)",
+            value=False,
+        )
+        self.w_size = self.add(npyscreen.FixedText, value="", editable=False, color="CAUTION")
+        self.nextrely += 1
+        row = self.nextrely
+        buttons = [("DONE", self.on_done), ("CANCEL", self.on_cancel)]
+        if data.wizard:
+            buttons.append(("BACK", self.on_back))
+        x = self.columns - 4
+        placed = []
+        for name, action in buttons:
+            x -= len(name) + 5
+            placed.append((name, action, x))
+        # left to right: BACK, CANCEL, DONE
+        for name, action, relx in reversed(placed):
+            w = self.add(ActionButton, name=name, action=action, rely=row, relx=relx)
+            setattr(self, f"w_{name.lower()}", w)
+        self.update_size_line()
+
+    def _label(self, key: str, width: int) -> str:
+        m = self.data.catalog[key]
+        return model.starter_label(key, m.description, getattr(m, "size", 0), width, model.name_column(self.data.catalog))
+
+    # --- live updates ---------------------------------------------------------------
+
+    def adjust_widgets(self) -> None:
+        """Called by npyscreen after each key: show/hide the directory fields, refresh the size line."""
+        show = bool(self.w_use_dir.value)
+        if self.w_dir.hidden == show:
+            self.w_dir.hidden = not show
+            self.w_autoscan.hidden = not show
+            self.w_dir.update()
+            self.w_autoscan.update()
+        self.update_size_line()
+
+    def update_size_line(self) -> None:
+        selected = [self.new_keys[i] for i in (self.w_new.value or [])]
+        sizes = {k: getattr(m, "size", 0) for k, m in self.data.catalog.items()}
+        scan = self.w_dir.value if self.w_use_dir.value else None
+        text = model.size_line(
+            sizes,
+            selected,
+            len(model.import_lines(self.w_imports.value or "")),
+            scan,
+            model.free_space(self.data.root),
+            self.columns - 6,
+        )
+        if text != self._last_size_line:
+            self._last_size_line = text
+            self.w_size.value = text
+            self.w_size.update()
+
+    def resize(self) -> None:
+        """Re-cut the labels to the new width (npyscreen resizes the widgets themselves)."""
+        label_w = max(20, self.columns - 12)
+        if self.w_installed is not None:
+            self.w_installed.values = [self._label(k, label_w) for k in self.installed]
+        self.w_new.values = [self._label(k, label_w) for k in self.new_keys]
+        self._last_size_line = ""
+        self.update_size_line()
+
+    # --- values and buttons ---------------------------------------------------------
+
+    def values(self) -> model.FormValues:
+        """The widgets' values as plain data."""
+        keep = []
+        if self.w_installed is not None:
+            keep = [self.installed_names[i] for i in (self.w_installed.value or [])]
+        return model.FormValues(
+            installed=list(self.installed_names),
+            keep=keep,
+            purge=bool(self.w_purge.value) if self.w_purge is not None else False,
+            install=[self.new_keys[i] for i in (self.w_new.value or [])],
+            import_text=self.w_imports.value or "",
+            use_scan_dir=bool(self.w_use_dir.value),
+            scan_dir=self.w_dir.value or "",
+            autoscan=bool(self.w_autoscan.value),
+            previous_autoscan=self.data.previous_autoscan,
+            convert=bool(self.w_convert.value),
+        )
+
+    def on_done(self) -> None:
+        values = self.values()
+        problems = model.validate(values)
+        if problems:
+            npyscreen.notify_confirm("\n".join(problems), title="Please fix", wide=True, editw=1)
+            self.display()
+            return
+        removals = values.removals
+        if removals:
+            what = "deleted from disk" if values.purge else "kept on disk (tick Purge to delete them)"
+            ok = npyscreen.notify_yes_no(
+                f"Remove {len(removals)} model(s): {', '.join(removals)}?\nTheir files will be {what}.",
+                title="Confirm removal",
+                wide=True,
+                editw=1,
+            )
+            if not ok:
+                self.display()
+                return
+        self.parentApp.start_plan(model.build_plan(values))
+
+    def on_cancel(self) -> None:
+        self.parentApp.finish("cancel")
+
+    def on_back(self) -> None:
+        self.parentApp.finish("back")
