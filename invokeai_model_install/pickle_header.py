@@ -1,0 +1,330 @@
+"""Read the tensor *names, shapes and dtypes* of a PyTorch pickle checkpoint without loading it.
+
+Two on-disk formats exist:
+
+* **zip** (torch >= 1.6): an uncompressed zip whose ``archive/data.pkl`` member is
+  the pickle; tensor bytes live in other members (``archive/data/0`` ...).
+* **legacy**: back-to-back pickles (magic number, protocol, sys info, the object,
+  the storage keys) followed by raw storage bytes.
+
+In both, the object pickle refers to storages through ``persistent_load`` and
+builds tensors with ``torch._utils._rebuild_tensor_v2(storage, offset, size,
+stride, ...)``.  :class:`HeaderUnpickler` answers every ``find_class`` with an
+inert stand-in of ours (never importing the named module) and records each
+tensor as a :class:`TensorInfo`.  No tensor is built and nothing named in the
+file is ever called, so a malicious pickle cannot execute here; the worst it can
+do is describe nonsense.
+
+Why our own reader rather than ``torch.load(weights_only=True, mmap=True)``:
+FACTS.md measured 0.1-0.24 s for that versus ~18 ms for a restricted unpickler
+on a 4 GB file, and torch is a 1-2 s import the form must not pay.  For the zip
+format we also skip parsing the zip central directory when ``data.pkl`` is the
+first member with its size in the local header (how torch writes it).
+
+This module imports nothing heavy (no torch).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zipfile
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+#: The first pickle of a legacy torch file holds this integer.
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+#: torch storage class name (``torch.<X>Storage``) -> dtype name.
+STORAGE_DTYPES = {
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "DoubleStorage": "float64",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+    "UntypedStorage": "uint8",
+}
+
+#: torch dtype attributes that may appear as ``torch.<name>`` globals.
+TORCH_DTYPES = {
+    "float32", "float", "float16", "half", "bfloat16", "float64", "double", "int64", "long",
+    "int32", "int", "int16", "short", "int8", "uint8", "bool", "complex64", "complex128",
+    "float8_e4m3fn", "float8_e5m2",
+}
+_DTYPE_ALIASES = {"float": "float32", "half": "float16", "double": "float64", "long": "int64",
+                  "int": "int32", "short": "int16"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What a header says about one tensor: its shape and dtype name (e.g. ``"float16"``)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class PickleHeaderError(Exception):
+    """The bytes are not a pickle checkpoint we can read (message says why)."""
+
+
+# --- inert stand-ins for the globals a checkpoint names ------------------------------------
+
+
+class _Opaque:
+    """Stand-in for any class or function we do not model: accepts everything, does nothing."""
+
+    _global = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "_Opaque":
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<opaque {self._global}>"
+
+
+class _StorageType:
+    """Stand-in for ``torch.FloatStorage`` and friends: only remembers the dtype."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+
+class _Storage:
+    """What ``persistent_load`` returns: the dtype of a storage (its bytes are never read)."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+
+class _Dtype(str):
+    """``torch.float16`` and friends, as their name."""
+
+
+def _shape(size: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        return ()
+
+
+def _dtype_of(storage: Any) -> str:
+    return storage.dtype if isinstance(storage, _Storage) else "unknown"
+
+
+def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> TensorInfo:
+    return TensorInfo(_shape(size), _dtype_of(storage))
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> TensorInfo:
+    return TensorInfo(_shape(size), _dtype_of(storage))
+
+
+def _rebuild_parameter(data: Any, *rest: Any) -> Any:
+    return data
+
+
+def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
+    # torch uses this for tensor subclasses: func is one of our rebuild stand-ins.
+    return func(*args) if callable(func) and func in _CALLABLE_REBUILDS else _Opaque()
+
+
+_CALLABLE_REBUILDS = (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter)
+
+
+def _codecs_encode(text: Any, encoding: str = "utf-8", *rest: Any) -> bytes:
+    # pickle protocol 2 stores bytes as _codecs.encode(str, "latin1"): pure data conversion.
+    return str(text).encode(encoding if encoding in ("latin1", "latin-1", "utf-8", "ascii") else "latin1")
+
+
+class _NumpyDtype(_Opaque):
+    """``numpy.dtype("i8", False, True)``: remembers the type code so numpy scalars can be read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.code = str(args[0]) if args else ""
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    # numpy.core.multiarray.scalar(dtype, bytes): decode integer/float scalars (global_step may be one).
+    code = getattr(dtype, "code", "")
+    if isinstance(data, (bytes, bytearray)):
+        fmt = {"i8": "<q", "i4": "<i", "u8": "<Q", "u4": "<I", "f8": "<d", "f4": "<f"}.get(code)
+        if fmt and struct.calcsize(fmt) == len(data):
+            return struct.unpack(fmt, data)[0]
+    return _Opaque()
+
+
+_FIXED_GLOBALS: dict[str, Any] = {
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+    "torch._utils._rebuild_tensor": _rebuild_tensor,
+    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+    "collections.OrderedDict": dict,
+    "builtins.dict": dict, "builtins.list": list, "builtins.tuple": tuple, "builtins.set": set,
+    "builtins.frozenset": frozenset, "builtins.int": int, "builtins.float": float,
+    "builtins.str": str, "builtins.bytes": bytes, "builtins.bytearray": bytearray,
+    "builtins.complex": complex, "builtins.bool": bool, "builtins.slice": slice,
+    "__builtin__.set": set, "__builtin__.frozenset": frozenset,
+    "torch.Size": tuple,
+    "_codecs.encode": _codecs_encode,
+    "numpy.dtype": _NumpyDtype,
+    "numpy.core.multiarray.scalar": _numpy_scalar,
+    "numpy._core.multiarray.scalar": _numpy_scalar,
+}
+
+
+class HeaderUnpickler(pickle.Unpickler):
+    """A pickle reader that resolves every global to an inert stand-in of ours.
+
+    It never imports a module named in the file and never calls anything but the
+    stand-ins above, so it is safe on hostile input.  Tensors come out as
+    :class:`TensorInfo`.
+    """
+
+    _opaque_cache: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - pickle API
+        full = f"{module}.{name}"
+        fixed = _FIXED_GLOBALS.get(full)
+        if fixed is not None:
+            return fixed
+        if module == "torch" and name in STORAGE_DTYPES:
+            return _StorageType(STORAGE_DTYPES[name])
+        if module == "torch" and name in TORCH_DTYPES:
+            return _Dtype(_DTYPE_ALIASES.get(name, name))
+        # Everything else: a class of our own that swallows its arguments.  A real
+        # type (not a function) because NEWOBJ requires one.
+        cls = self._opaque_cache.get(full)
+        if cls is None:
+            if len(self._opaque_cache) > 4096:  # hostile files could name endless globals
+                self._opaque_cache.clear()
+            cls = type("Opaque", (_Opaque,), {"_global": full})
+            self._opaque_cache[full] = cls
+        return cls
+
+    def persistent_load(self, pid: Any) -> Any:  # noqa: D102 - pickle API
+        # zip: ('storage', storage_type, key, location, numel)
+        # legacy: ('storage', storage_type, root_key, location, numel, view_metadata)
+        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "storage":
+            kind = pid[1]
+            if isinstance(kind, _StorageType):
+                return _Storage(kind.dtype)
+            if isinstance(kind, _Dtype):  # some writers pass a dtype
+                return _Storage(str(kind))
+            return _Storage("unknown")
+        return _Opaque()
+
+
+def _unpickle(stream: BinaryIO) -> Any:
+    try:
+        return HeaderUnpickler(stream).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, struct.error, UnicodeDecodeError, RecursionError, MemoryError,
+            OverflowError) as exc:
+        raise PickleHeaderError(f"not a readable pickle ({type(exc).__name__}: {exc})") from None
+
+
+def _zip_data_pkl_fast(f: BinaryIO) -> bytes | None:
+    """``data.pkl`` when it is the first, stored member with sizes in its local header; else None."""
+    f.seek(0)
+    head = f.read(30)
+    if len(head) < 30 or head[:4] != b"PK\x03\x04":
+        return None
+    flags, method = struct.unpack_from("<HH", head, 6)
+    csize, usize, nlen, xlen = struct.unpack_from("<IIHH", head, 18)
+    if method != 0 or flags & 0x08 or csize != usize or csize in (0, 0xFFFFFFFF):
+        return None
+    name = f.read(nlen)
+    if not (name == b"data.pkl" or name.endswith(b"/data.pkl")):
+        return None
+    f.seek(30 + nlen + xlen)
+    data = f.read(csize)
+    return data if len(data) == csize else None
+
+
+def _zip_data_pkl(f: BinaryIO) -> bytes:
+    data = _zip_data_pkl_fast(f)
+    if data is not None:
+        return data
+    f.seek(0)
+    try:
+        with zipfile.ZipFile(f) as zf:
+            names = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+            if not names:
+                raise PickleHeaderError("a zip file without data.pkl: not a PyTorch checkpoint")
+            return zf.read(min(names, key=len))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise PickleHeaderError(f"a damaged zip checkpoint ({exc})") from None
+
+
+def read_pickle_object(f: BinaryIO) -> tuple[Any, str]:
+    """Unpickle the object of a torch checkpoint with stand-ins; return it and ``"zip"``/``"legacy"``/``"pickle"``.
+
+    :raises PickleHeaderError: not a zip checkpoint nor a readable pickle.
+    """
+    f.seek(0)
+    magic = f.read(4)
+    f.seek(0)
+    if magic == b"PK\x03\x04":
+        return _unpickle(io.BytesIO(_zip_data_pkl(f))), "zip"
+    if not magic or magic[0] != 0x80:
+        raise PickleHeaderError("neither a zip checkpoint nor a pickle (no pickle PROTO opcode)")
+    first = _unpickle(f)
+    if isinstance(first, int) and first == LEGACY_MAGIC:
+        _unpickle(f)  # protocol version
+        _unpickle(f)  # sys info
+        return _unpickle(f), "legacy"
+    return first, "pickle"
+
+
+def flatten_tensors(obj: Any) -> tuple[dict[str, TensorInfo], dict[str, Any]]:
+    """Tensors of a checkpoint object by dotted name, and its top-level scalars.
+
+    ``{"state_dict": {...}, "global_step": N}`` gives the state dict's tensors and
+    ``{"global_step": N}``.  Nested dicts (textual inversion's ``string_to_param``)
+    give dotted names (``string_to_param.*``).  Lists are not entered.
+    """
+    tensors: dict[str, TensorInfo] = {}
+    scalars: dict[str, Any] = {}
+    if not isinstance(obj, dict):
+        return tensors, scalars
+    for key, value in obj.items():
+        if isinstance(key, str) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            scalars[key] = value
+    root = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else obj
+
+    def walk(d: dict, prefix: str, depth: int) -> None:
+        for key, value in d.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, TensorInfo):
+                tensors[name] = value
+            elif isinstance(value, dict) and depth < 4:
+                walk(value, f"{name}.", depth + 1)
+
+    walk(root, "", 0)
+    return tensors, scalars
