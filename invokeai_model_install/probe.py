@@ -286,7 +286,7 @@ def _lora_base(tensors: dict[str, TensorInfo]) -> str | None:
     text_width = None
     for name, info in tensors.items():
         down = any(s in name for s in ("lora_down", "lora_A", "lora.down"))
-        if down and ("attn2_to_k" in name or "attn2.to_k" in name):
+        if down and "attn2" in name and "to_k" in name:
             base = _BASE_BY_CONTEXT.get(info.shape[-1] if info.shape else -1)
             if base:
                 return base
