@@ -62,16 +62,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    if node is loader._top_node:  # type: ignore[attr-defined]
-        seen: dict[Any, yaml.Mark] = {}
-        for key_node, _value_node in node.value:
+    if node is not loader._top_node:  # type: ignore[attr-defined]
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    # Model names are taken as written: `yes:` stays "yes" and `1.50:` stays "1.50"
+    # (YAML 1.1 would make them True and 1.5, and a rewrite would rename the model).
+    data: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode):
+            key = key_node.value
+        else:
             key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"model name {key!r} appears twice", key_node.start_mark
-                )
-            seen[key] = key_node.start_mark
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+        if key in data:
+            raise yaml.constructor.ConstructorError(None, None, f"model name {key!r} appears twice", key_node.start_mark)
+        data[key] = loader.construct_object(value_node, deep=deep)
+    return data
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

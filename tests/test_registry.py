@@ -318,3 +318,14 @@ def test_two_processes_adding_fifty_each_keep_all_hundred(tmp_path: Path) -> Non
     assert len(names) == 100
     assert set(names) == {f"{p}-{i}" for p in ("alpha", "beta") for i in range(50)}
     assert path.read_text(encoding="utf-8").startswith(HEADER)
+
+
+def test_model_names_are_kept_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 would read `yes:` as True and `1.50:` as 1.5; a rewrite must not rename those models."""
+    path = tmp_path / "models.yaml"
+    path.write_text("yes:\n  description: a\n  repo_id: o/a\n1.50:\n  description: b\n  repo_id: o/b\n  sizes: [1, 2]\n")
+    reg = Registry(path)
+    with reg.transaction() as doc:
+        doc.add("c", {"description": "c"})
+    assert reg.names() == ["yes", "1.50", "c"]
+    assert reg.get("1.50")["sizes"] == [1, 2]
