@@ -263,9 +263,10 @@ def _looks_pickle(first: bytes) -> bool:
     return first[:4] == b"PK\x03\x04" or (len(first) >= 2 and first[0] == 0x80 and first[1] <= 5)
 
 
-def _verdict_for(path: Path, found: set[str]) -> ScanVerdict:
-    names = tuple(sorted(found))
-    dangerous = tuple(g for g in names if classify_global(g) == "dangerous")
+def _verdict_for(path: Path, found: set[str], flagged: set[str] = frozenset()) -> ScanVerdict:
+    """The verdict for the globals ``found``; ``flagged`` are globals picklescan calls dangerous."""
+    names = tuple(sorted(found | flagged))
+    dangerous = tuple(g for g in names if g in flagged or classify_global(g) == "dangerous")
     if dangerous:
         shown = ", ".join("a hidden import target" if HIDDEN in g else g for g in dangerous)
         return ScanVerdict("dangerous", names, f"{path.name}: imports {shown}, which can run code on load",
@@ -304,8 +305,7 @@ def _scan_file(path: Path) -> ScanVerdict:
         return ScanVerdict("unreadable", (), f"{path.name}: not a readable pickle checkpoint ({exc})")
     except OSError as exc:
         return ScanVerdict("unreadable", (), f"{path}: cannot read ({exc.strerror or exc})")
-    found |= _picklescan_dangerous(path)
-    verdict = _verdict_for(path, found)
+    verdict = _verdict_for(path, found, _picklescan_dangerous(path))
     if is_st_name and verdict.verdict != "dangerous":
         # a pickle wearing a .safetensors name: never loadable as safetensors
         return ScanVerdict("unreadable", verdict.globals,
@@ -389,6 +389,19 @@ def _allowed_globals() -> list:
     return allowed
 
 
+def _weights_only_reason(text: str) -> str:
+    """The useful part of torch's long weights_only refusal (which global it would not allow)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if match:
+        return f"it needs {match.group(1)}, which the restricted (weights-only) loader does not allow"
+    match = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    detail = match.group(1) if match else " ".join(text.split())[:200]
+    return f"the restricted (weights-only) loader rejected it ({detail.strip()})"
+
+
 def _unwrap(obj: Any) -> Any:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         return obj["state_dict"]
@@ -422,8 +435,7 @@ def load_state_dict(path: str | os.PathLike, *, mmap: bool = True) -> dict[str, 
         with torch.serialization.safe_globals(_allowed_globals()):
             obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=bool(mmap and zipped))
     except pickle.UnpicklingError as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise UnsafeFileError(f"refused {path.name}: torch's restricted loader rejected it ({reason})") from None
+        raise UnsafeFileError(f"refused {path.name}: {_weights_only_reason(str(exc))}") from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise ProbeError(f"{path.name}: could not be loaded ({type(exc).__name__}: {exc})",
                          hint="download it again, or use a .safetensors version of the model") from None
