@@ -38,7 +38,7 @@ from invokeai_model_install.errors import (
     UnknownModelError,
     UsageError,
 )
-from invokeai_model_install.layout import KIND_DIRS, RootLayout, resolve_root
+from invokeai_model_install.layout import RootLayout, resolve_root
 
 PROG = "invokeai-model-install"
 
@@ -317,53 +317,11 @@ def cmd_default(args: argparse.Namespace, layout: RootLayout, catalog_path: Path
     return 0
 
 
-def _protected(path: Path, layout: RootLayout) -> bool:
-    """The models/ folder itself and its per-kind folders are never deleted, even when a stanza points at them."""
-    resolved = path.resolve()
-    models = layout.models_dir.resolve()
-    if resolved == models:
-        return True
-    return resolved.parent == models and (resolved.name in KIND_DIRS.values() or resolved.name.startswith("."))
+def purge_paths(layout: RootLayout, removed: dict[str, Any], remaining: dict[str, dict[str, Any]]):
+    """Kept for callers of the CLI module: see :func:`registry.purge_model_files`."""
+    from invokeai_model_install.registry import purge_model_files
 
-
-def purge_paths(
-    layout: RootLayout, removed: dict[str, Any], remaining: dict[str, dict[str, Any]]
-) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Delete the files of a removed stanza that lie inside ``models/``.
-
-    Returns (deleted paths, [(kept path, why)]).  Files outside the root's
-    ``models/`` are never touched; nor is a file another model still uses
-    (e.g. a shared VAE).
-    """
-    from invokeai_model_install.registry import stanza_paths
-
-    still_used: dict[Path, str] = {}
-    for other_name, other in remaining.items():
-        for _field, stored in stanza_paths(other):
-            still_used.setdefault(layout.absolute(stored).resolve(), other_name)
-    deleted: list[Path] = []
-    kept: list[tuple[Path, str]] = []
-    for _field, stored in stanza_paths(removed):
-        path = layout.absolute(stored)
-        if not layout.is_inside_models(path):
-            kept.append((path, f"outside {layout.models_dir}"))
-            continue
-        if _protected(path, layout):
-            kept.append((path, "a top-level models folder"))
-            continue
-        user = still_used.get(path.resolve())
-        if user is not None:
-            kept.append((path, f"still used by {user}"))
-            continue
-        if not path.exists() and not path.is_symlink():
-            kept.append((path, "already gone"))
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-        deleted.append(path)
-    return deleted, kept
+    return purge_model_files(layout, removed, remaining)
 
 
 def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:

@@ -35,14 +35,18 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
 from invokeai_model_install.atomic import atomic_write_text
 from invokeai_model_install.errors import ConfigError, NameClashError, RegistryLockedError, UnknownModelError
+
+if TYPE_CHECKING:
+    from invokeai_model_install.layout import RootLayout
 
 DEFAULT_HEADER = (
     "# InvokeAI models file: one stanza per installed model.\n"
@@ -145,6 +149,59 @@ def stanza_format(stanza: dict[str, Any]) -> str:
     if isinstance(fmt, str) and fmt:
         return fmt
     return "ckpt" if "weights" in stanza else "diffusers"
+
+
+def _protected(path: Path, layout: "RootLayout") -> bool:
+    """``models/`` itself and its top-level folders are never deleted, even when a stanza points at them."""
+    resolved = path.resolve()
+    models = layout.models_dir.resolve()
+    if resolved == models:
+        return True
+    from invokeai_model_install.layout import KIND_DIRS
+
+    # the per-kind folders, our own (.partial, .manifests), and shared folders of older InvokeAI layouts
+    shared = set(KIND_DIRS.values()) | {"hub", "ldm", "core"}
+    return resolved.parent == models and (resolved.name in shared or resolved.name.startswith("."))
+
+
+def purge_model_files(
+    layout: "RootLayout", removed: dict[str, Any], remaining: dict[str, dict[str, Any]]
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Delete the files of a removed stanza that lie inside the root's ``models/``.
+
+    Call it after the stanza left models.yaml.  Returns ``(deleted, kept)``
+    where ``kept`` pairs a path with why it was kept: outside ``models/``
+    (after resolving ``..`` and symlinks), ``models/`` itself or one of its
+    per-kind folders, still used by another model (``remaining``, e.g. a
+    shared VAE), or already gone.
+    """
+    still_used: dict[Path, str] = {}
+    for other_name, other in remaining.items():
+        for _field, stored in stanza_paths(other):
+            still_used.setdefault(layout.absolute(stored).resolve(), other_name)
+    deleted: list[Path] = []
+    kept: list[tuple[Path, str]] = []
+    for _field, stored in stanza_paths(removed):
+        path = layout.absolute(stored)
+        if not layout.is_inside_models(path):
+            kept.append((path, f"outside {layout.models_dir}"))
+            continue
+        if _protected(path, layout):
+            kept.append((path, "a top-level models folder"))
+            continue
+        user = still_used.get(path.resolve())
+        if user is not None:
+            kept.append((path, f"still used by {user}"))
+            continue
+        if not path.exists() and not path.is_symlink():
+            kept.append((path, "already gone"))
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        deleted.append(path)
+    return deleted, kept
 
 
 class ModelsDocument:

@@ -329,3 +329,26 @@ def test_model_names_are_kept_as_written(tmp_path: Path) -> None:
         doc.add("c", {"description": "c"})
     assert reg.names() == ["yes", "1.50", "c"]
     assert reg.get("1.50")["sizes"] == [1, 2]
+
+
+def test_purge_model_files_deletes_only_inside_models(tmp_path: Path) -> None:
+    from invokeai_model_install.layout import RootLayout
+    from invokeai_model_install.registry import purge_model_files
+
+    layout = RootLayout(tmp_path / "root")
+    mine = layout.kind_dir("lora") / "mine.safetensors"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"x")
+    layout.partial_dir.mkdir()
+    outside = tmp_path / "outside.ckpt"
+    outside.write_bytes(b"y")
+    shared = layout.kind_dir("vae") / "shared.pt"
+    shared.parent.mkdir()
+    shared.write_bytes(b"z")
+    removed = {"weights": "models/lora/mine.safetensors", "path": "models/.partial", "vae": "models/vae/shared.pt"}
+    deleted, kept = purge_model_files(layout, removed, {"other": {"vae": str(shared)}})
+    assert deleted == [mine] and not mine.exists()
+    assert {(p, why.split(" ")[0]) for p, why in kept} == {(layout.partial_dir, "a"), (shared, "still")}
+    assert layout.partial_dir.is_dir() and shared.exists()
+    deleted, kept = purge_model_files(layout, {"weights": str(outside)}, {})
+    assert deleted == [] and kept == [(outside, f"outside {layout.models_dir}")] and outside.exists()
