@@ -497,9 +497,20 @@ def _register(m: mf.Manifest, ctx: ItemContext) -> _Installed:
 # --- pieces ------------------------------------------------------------------------------------
 
 
+def default_settings(settings: Any) -> Any:
+    """``settings``, or ``DownloadSettings.from_env()`` (read when first needed: local-only plans never import it)."""
+    if settings is not None:
+        return settings
+    from invokeai_model_install.download import DownloadSettings
+
+    return DownloadSettings.from_env()
+
+
 def resolve_remote(spec: _Spec, settings: Any, precision: str) -> Any:
     """``download.Resolved`` for a hub/URL source, or a starter (trying its fallback repos)."""
     from invokeai_model_install import download, hub, sources
+
+    settings = default_settings(settings)
 
     if spec.starter is not None:
         s = spec.starter
@@ -523,6 +534,7 @@ def _download(resolved: Any, staged: Path, ctx: ItemContext) -> dict[str, str]:
     from invokeai_model_install import download
 
     layout = ctx.layout
+    ctx.settings = default_settings(ctx.settings)
     staged.mkdir(parents=True, exist_ok=True)
     sha: dict[str, str] = {}
     missing = []
@@ -783,7 +795,7 @@ def _remove_path(layout: RootLayout, path: Path) -> None:
 
 def remove_model(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
     """Drop a model from models.yaml; with ``plan.purge`` delete its files inside ``models/``."""
-    from invokeai_model_install.cli import purge_paths  # the same rules as `delete --purge`
+    from invokeai_model_install.registry import purge_model_files  # the same rules as `delete --purge`
 
     name = item.line
     ctx.stage("remove", name)
@@ -800,7 +812,7 @@ def remove_model(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
     purged: tuple[str, ...] = ()
     kept_msg = ""
     if ctx.plan.purge:
-        deleted, kept = purge_paths(ctx.layout, removed, remaining)
+        deleted, kept = purge_model_files(ctx.layout, removed, remaining)
         purged = tuple(ctx.layout.relative(p) for p in deleted)
         mf.remove_manifest(ctx.layout, name)
         if kept:

@@ -87,9 +87,9 @@ def find_new_models(directory: str | os.PathLike[str], layout: RootLayout, regis
 
 def scan_dir(directory: str | os.PathLike[str], layout: RootLayout, registry: Any = None) -> list[Any]:
     """Sources (``LocalFileSource`` / ``LocalDiffusersSource``) for every new model under ``directory``."""
-    from invokeai_model_install import sources
-
     out: list[Any] = []
     for path in find_new_models(directory, layout, registry):
+        from invokeai_model_install import sources
+
         out.append(sources.LocalDiffusersSource(path=path) if path.is_dir() else sources.LocalFileSource(path=path))
     return out

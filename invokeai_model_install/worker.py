@@ -201,14 +201,6 @@ def _parse_line(line: str) -> list[Any]:
 # --- the synchronous core ------------------------------------------------------------------------
 
 
-def _default_settings(settings: Any) -> Any:
-    if settings is not None:
-        return settings
-    from invokeai_model_install.download import DownloadSettings
-
-    return DownloadSettings.from_env()
-
-
 def _apply_autoscan(plan: InstallPlan, layout: RootLayout, on_event: EventSink) -> None:
     """``autoscan`` True writes ``--autoconvert "DIR"`` to invokeai.init; False removes it."""
     if plan.autoscan is None:
@@ -241,7 +233,6 @@ def run_plan(
     :param cancel: an Event; when set, the current item stops at its next check
         (partial downloads are kept) and the remaining items are not started.
     """
-    settings = _default_settings(settings)
     outcomes: list[ItemOutcome] = []
     fetched = 0
     cancelled = False
@@ -314,7 +305,6 @@ def _known_total(items: list[WorkItem]) -> int:
 
 def resolve_plan(plan: InstallPlan, layout: RootLayout, settings: Any = None, catalog_path: Path | None = None) -> list[PlannedItem]:
     """What running ``plan`` would do, item by item, reading metadata only (no writes)."""
-    settings = _default_settings(settings)
     out: list[PlannedItem] = []
     stanzas = _load_stanzas(layout)
     for item in build_items(plan, layout, catalog_path):
@@ -586,7 +576,6 @@ def start_install(
 
         ctx = mp.get_context("spawn")
         events_q, answers_q, cancel_ev = ctx.Queue(), ctx.Queue(), ctx.Event()
-        settings = _default_settings(settings)
         proc = ctx.Process(
             target=_process_main,
             args=(plan, layout, settings, catalog_path, events_q, answers_q, cancel_ev),
