@@ -425,6 +425,22 @@ def _serve(plan, layout, settings, catalog_path, events_q, answers_q, cancel_ev)
 
 
 def _process_main(plan, layout, settings, catalog_path, events_q, answers_q, cancel_ev) -> None:
+    # The front end owns the terminal (curses, rich, or one error line per failure on stderr):
+    # whatever libraries print here (tqdm bars, warnings) goes to a log file instead.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        layout.partial_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(layout.partial_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    except OSError:
+        pass
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _serve(plan, layout, settings, catalog_path, events_q, answers_q, cancel_ev)
 
 
