@@ -306,6 +306,7 @@ def _install(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Inst
     rels = [f.relpath for f in resolved.files]
     single = _single_model_file(rels)
     subject = staged / single if single else staged
+    _safety(subject, ctx, spec.label, delete_on_danger=True)  # before anything reads it
     pr = _probe(subject, spec.label)
     if getattr(resolved, "kind_hint", None) == "main-diffusers" and not single:
         kind = "main"
@@ -316,7 +317,6 @@ def _install(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Inst
                          "check that the source is a Stable Diffusion model, LoRA, VAE, embedding or ControlNet")
     if spec.want_kind and kind != spec.want_kind:
         raise ProbeError(f"{spec.label} is a {kind} model, expected a {spec.want_kind}", "check the catalogue entry")
-    _safety(subject, ctx, spec.label, delete_on_danger=True)
 
     revision = getattr(resolved, "commit", None)
     source_text = spec.source.label if spec.source is not None and hasattr(spec.source, "label") else spec.label
@@ -371,11 +371,11 @@ def _install_local(path: Path, spec: _Spec, ctx: ItemContext, *, convert: bool, 
     """A file or folder on disk: it stays where it is (unless converted)."""
     layout = ctx.layout
     ctx.stage("probe", str(path))
+    _safety(path, ctx, spec.label, delete_on_danger=False)
     pr = _probe(path, spec.label)
     if pr.kind == "unknown":
         raise ProbeError(f"{path} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
                          "check the file; only Stable Diffusion models, LoRA, VAE, embeddings and ControlNet are handled")
-    _safety(path, ctx, spec.label, delete_on_danger=False)
     if convert and pr.kind == "main" and pr.format != "diffusers":
         ctx.stage("verify", "hashing the source")
         digest = mf.sha256_file(path, ctx.cancel)
