@@ -164,6 +164,43 @@ class PtyTerm:
         """The row the terminal cursor is on."""
         return self.screen.cursor.y
 
+    def highlighted(self, text: str) -> bool:
+        """True when an occurrence of ``text`` is drawn in reverse video (npyscreen's focus mark)."""
+        for y, line in enumerate(self.screen.display):
+            start = line.find(text)
+            while start >= 0:
+                if self.screen.buffer[y][start].reverse:
+                    return True
+                start = line.find(text, start + 1)
+        return False
+
+    def _reverse_cells(self) -> tuple[tuple[int, int], ...]:
+        return tuple(
+            (y, x) for y in range(self.rows) for x, ch in self.screen.buffer[y].items() if ch.reverse
+        )
+
+    def focus(self, text: str, key: str = keys.TAB, tries: int = 30, timeout: float | None = None) -> None:
+        """Press ``key`` until ``text`` is highlighted (focused); waits for each redraw.
+
+        Raises :class:`ScreenTimeout` with the screen when ``text`` never gets the focus.
+        """
+        for _ in range(tries):
+            self.wait_for(text, timeout)
+            if self.highlighted(text):
+                return
+            before = (self._reverse_cells(), self.text())
+            self.child.send(key.encode("utf-8"))
+            deadline = time.monotonic() + 3.0
+            while (self._reverse_cells(), self.text()) == before and time.monotonic() < deadline:
+                if not self.pump(0.05):
+                    break
+        raise ScreenTimeout(f"{text!r} never got the focus; screen:\n{self.dump()}")
+
+    def press(self, label: str, key: str = keys.TAB) -> None:
+        """Focus the button (or checkbox) ``label`` with ``key`` presses, then press Enter/Space on it."""
+        self.focus(label, key)
+        self.send(keys.ENTER)
+
     # --- writing ------------------------------------------------------------------
 
     def send(self, *parts: str | Iterable[str], settle: float = 0.05) -> None:

@@ -51,18 +51,22 @@ INSTALLED_ROWS = 2  # header and purge checkbox
 
 
 def required_size(n_installed: int, n_new: int) -> tuple[int, int]:
-    """(columns, lines) the form needs: each non-empty list gets at least 2 rows (they scroll)."""
-    lines = FIXED_ROWS + (INSTALLED_ROWS + min(2, n_installed) if n_installed else 0) + (min(2, n_new) or 1)
+    """(columns, lines) the form needs: each list gets at least 2 rows (npyscreen's minimum; they scroll)."""
+    lines = FIXED_ROWS + (INSTALLED_ROWS + 2 if n_installed else 0) + 2
     return model.MIN_COLUMNS, lines
 
 
 def list_heights(lines: int, n_installed: int, n_new: int) -> tuple[int, int]:
-    """Rows for the installed and the not-installed lists, sharing what the terminal has."""
+    """Rows for the installed and the not-installed lists, sharing what the terminal has.
+
+    A list never gets fewer than 2 rows (npyscreen refuses smaller lists) nor
+    more rows than it has entries; the installed list gets up to a third.
+    """
     free = lines - FIXED_ROWS - (INSTALLED_ROWS if n_installed else 0)
-    h_inst = min(n_installed, max(2, free // 3)) if n_installed else 0
-    h_new = min(max(n_new, 1), max(2, free - h_inst))
-    # give unused rows of the second list back to the first
-    h_inst = min(n_installed, max(h_inst, free - h_new)) if n_installed else 0
+    h_inst = max(2, min(n_installed, free // 3)) if n_installed else 0
+    h_new = max(2, min(n_new, free - h_inst))
+    if n_installed:  # give rows the second list does not need back to the first
+        h_inst = max(2, min(n_installed, free - h_new))
     return h_inst, h_new
 
 
@@ -238,7 +242,6 @@ class ModelForm(npyscreen.FormBaseNew):
             ok = npyscreen.notify_yes_no(
                 f"Remove {len(removals)} model(s): {', '.join(removals)}?\nTheir files will be {what}.",
                 title="Confirm removal",
-                wide=True,
                 editw=1,
             )
             if not ok:

@@ -60,6 +60,10 @@ class InstallerApp(npyscreen.NPSAppManaged):
         except InstallerError as err:
             npyscreen.notify_confirm(err.one_line(), title="Cannot start", wide=True, editw=1)
             return
+        except ImportError as exc:  # a broken installation: say so instead of a traceback under curses
+            log.exception("cannot import the worker")
+            npyscreen.notify_confirm(f"The installer's worker cannot be loaded: {exc}", title="Cannot start", wide=True, editw=1)
+            return
         n_items = len(plan.install_starters) + len(plan.remove_starters) + len(plan.imports) + (1 if plan.scan_dir else 0)
         self.addForm("PROGRESS", ProgressForm, handle=self.handle, n_items=n_items, name="INSTALLING MODELS")
         self.switchForm("PROGRESS")

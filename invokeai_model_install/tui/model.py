@@ -108,14 +108,15 @@ def size_line(
         parts[0] += ")"
     else:
         parts = ["To download: nothing selected"]
+    parts.append(f"Free disk: {human_size(free_bytes) if free_bytes >= 0 else 'unknown'}")
     extra = []
     if import_count:
         extra.append(f"{import_count} import line{'s' if import_count != 1 else ''}")
     if scan_dir:
         extra.append("a folder")
     if extra:
-        parts.append(" + ".join(extra) + ": size known after resolving")
-    parts.append(f"Free disk: {human_size(free_bytes) if free_bytes >= 0 else 'unknown'}")
+        # after the free space, so that a narrow terminal cuts this note, not the numbers
+        parts.append("+ " + ", ".join(extra) + ": size known after resolving")
     return cut(" | ".join(parts), width)
 
 
@@ -217,14 +218,6 @@ def build_plan(values: FormValues) -> InstallPlan:
     )
 
 
-def required_lines(n_installed: int, n_new: int) -> int:
-    """Terminal lines the form needs (lists shrink to 2 rows each and scroll)."""
-    lines = 4  # frame and title at the top, frame and spare row at the bottom
-    lines += 1 + 1 + 5 + 1 + 2 + 1 + 1 + 1  # new header, list(min 2 counted below), import box, dir, dir fields, convert, size, buttons
-    lines += 2 if n_new else 0
-    if n_installed:
-        lines += 1 + 2 + 1  # header, list (min 2), purge
-    return lines
 
 
 #: The form's narrowest usable width.

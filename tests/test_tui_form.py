@@ -1,0 +1,352 @@
+"""The installer form: its pure logic (no curses), then the real application on a pty.
+
+The pty tests run ``python -m invokeai_model_install`` (the real command) on a
+pseudo-terminal and read the screen through pyte (tests/ptyterm.py); they do
+not need the worker: every path here ends before a plan runs (or with an empty
+plan).  Installing through the form is in test_tui_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from invokeai_model_install.plan import InstallPlan
+from invokeai_model_install.tui import model
+from invokeai_model_install.tui.form import list_heights, required_size
+from tests.ptyterm import PtyTerm, keys
+
+# --- pure logic ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n, text",
+    [(0, "?"), (None, "?"), (999, "999 B"), (4_270_000_000, "4.27 GB"), (2_130_000_000, "2.13 GB"), (150_000_000, "150 MB")],
+)
+def test_human_size_matches_the_catalogue_style(n, text):
+    assert model.human_size(n) == text
+
+
+def test_cut_marks_cut_text_and_keeps_short_text():
+    assert model.cut("abcdef", 10) == "abcdef"
+    assert model.cut("abcdef", 4) == "abc…"
+    assert model.cut("abcdef", 0) == ""
+
+
+@pytest.mark.parametrize("width", [40, 60, 88, 120])
+def test_starter_label_fits_the_width_and_always_shows_name_and_size(width):
+    label = model.starter_label(
+        "stable-diffusion-1.5", "Stable Diffusion version 1.5 diffusers model, a long description (4.27 GB)", 4_270_000_000, width, 24
+    )
+    assert len(label) <= width
+    assert label.startswith("stable-diffusion-1.5")
+    assert label.rstrip().endswith("4.27 GB")
+    assert label.count("4.27 GB") == 1  # the size written in the description is not repeated
+
+
+def test_starter_label_narrow_keeps_name_and_size_only():
+    label = model.starter_label("sd-inpainting-1.5", "RunwayML inpainting model", 4_270_000_000, 30, 28)
+    assert len(label) <= 30 and "RunwayML" not in label and "4.27 GB" in label
+
+
+def test_size_line_sums_selection_and_notes_imports_after_free_space():
+    sizes = {"a": 1_000_000_000, "b": 2_000_000_000, "c": 0}
+    line = model.size_line(sizes, ["a", "b"], 0, None, 50_000_000_000, 200)
+    assert line == "To download: 3.00 GB (2 starters) | Free disk: 50.00 GB"
+    line = model.size_line(sizes, ["a", "c"], 2, "/models", 50_000_000_000, 200)
+    assert "1.00 GB (2 starters, 1 of unknown size)" in line
+    assert line.index("Free disk") < line.index("2 import lines, a folder: size known after resolving")
+    assert model.size_line(sizes, [], 0, None, -1, 200) == "To download: nothing selected | Free disk: unknown"
+    assert len(model.size_line(sizes, ["a"], 3, "/x", 1, 40)) == 40
+
+
+def test_free_space_of_a_missing_root_uses_its_parent(tmp_path):
+    assert model.free_space(tmp_path / "not" / "yet") > 0
+
+
+def test_installed_starters_by_name_or_repo_id():
+    stanzas = {"sd-1": {"repo_id": "x/sd1"}, "my-copy": {"repo_id": "y/sd2-moved", "format": "diffusers"}}
+    repo_ids = {"sd-1": ("x/sd1",), "sd-2": ("y/sd2", "y/sd2-moved"), "xl": ("z/xl",)}
+    assert model.installed_starters(["sd-1", "sd-2", "xl"], repo_ids, stanzas) == ["sd-1", "sd-2"]
+    assert model.installed_name("sd-2", repo_ids["sd-2"], stanzas) == "my-copy"
+
+
+def test_import_lines_drop_blanks_and_carriage_returns():
+    assert model.import_lines(" a/b \r\n\n  https://x/y.safetensors c/d\n\t\n") == ["a/b", "https://x/y.safetensors c/d"]
+
+
+def test_validate_scan_dir(tmp_path):
+    ok = model.FormValues(use_scan_dir=True, scan_dir=str(tmp_path))
+    assert model.validate(ok) == []
+    missing = model.validate(model.FormValues(use_scan_dir=True, scan_dir=str(tmp_path / "nope")))
+    assert len(missing) == 1 and "does not exist" in missing[0] and str(tmp_path / "nope") in missing[0]
+    (tmp_path / "f.ckpt").write_bytes(b"x")
+    assert "is a file" in model.validate(model.FormValues(use_scan_dir=True, scan_dir=str(tmp_path / "f.ckpt")))[0]
+    assert "No directory given" in model.validate(model.FormValues(use_scan_dir=True, scan_dir="  "))[0]
+    assert model.validate(model.FormValues(use_scan_dir=False, scan_dir="/nope")) == []
+
+
+def test_build_plan_from_form_values(tmp_path):
+    values = model.FormValues(
+        installed=["sd-1", "sd-2"],
+        keep=["sd-2"],
+        purge=True,
+        install=["xl"],
+        import_text="a/b\n\nhttps://h/x.safetensors c/d\n",
+        use_scan_dir=True,
+        scan_dir=str(tmp_path),
+        autoscan=True,
+        convert=True,
+    )
+    plan = model.build_plan(values)
+    assert plan == InstallPlan(
+        install_starters=("xl",),
+        remove_starters=("sd-1",),
+        purge=True,
+        imports=("a/b", "https://h/x.safetensors c/d"),
+        scan_dir=tmp_path.absolute(),
+        autoscan=True,
+        convert=True,
+    )
+
+
+def test_build_plan_autoscan_is_left_alone_unless_changed(tmp_path):
+    base = dict(installed=["sd-1"], keep=["sd-1"], purge=True)
+    plan = model.build_plan(model.FormValues(**base))
+    assert plan.is_empty() and plan.autoscan is None and plan.purge is False  # purge only with removals
+    # a folder scanned at startup before: unticking the checkbox (or the folder) turns it off
+    prev = str(tmp_path)
+    assert model.build_plan(model.FormValues(use_scan_dir=True, scan_dir=prev, autoscan=False, previous_autoscan=prev)).autoscan is False
+    assert model.build_plan(model.FormValues(use_scan_dir=False, previous_autoscan=prev)).autoscan is False
+    # a one-off import of a folder does not touch invokeai.init
+    once = model.build_plan(model.FormValues(use_scan_dir=True, scan_dir=prev, autoscan=False))
+    assert once.autoscan is None and once.scan_dir == tmp_path.absolute()
+
+
+def test_layout_sizes():
+    cols, lines = required_size(0, 14)
+    assert cols == 80 and lines <= 24  # the classic terminal fits the first run
+    assert required_size(3, 3)[1] > required_size(0, 3)[1]
+    h_inst, h_new = list_heights(35, 3, 14)
+    assert h_inst == 3 and 2 <= h_new <= 14
+    h_inst, h_new = list_heights(24, 10, 10)
+    assert h_inst >= 2 and h_new >= 2 and h_inst + h_new <= 24 - 14
+
+
+# --- the real application on a pty ------------------------------------------------------------
+
+CATALOG = {
+    "tiny-sd1": {"description": "A tiny SD-1 model for tests (1.00 MB)", "repo_id": "tests/tiny-sd1", "recommended": True, "default": True, "size": 1_000_000},
+    "tiny-sd2": {"description": "A tiny SD-2 model for tests", "repo_id": "tests/tiny-sd2", "size": 2_000_000},
+    "tiny-xl": {"description": "A tiny SDXL model for tests", "repo_id": "tests/tiny-xl", "recommended": True, "size": 3_000_000},
+}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "invokeai"
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    return root
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Path:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(CATALOG, sort_keys=False))
+    return path
+
+
+def register(root: Path, stanzas: dict) -> str:
+    text = yaml.safe_dump(stanzas, sort_keys=False)
+    (root / "configs" / "models.yaml").write_text(text)
+    return text
+
+
+def launch(root: Path, catalog: Path, *extra: str, cols: int = 100, rows: int = 35, module: str = "invokeai_model_install") -> PtyTerm:
+    return PtyTerm([sys.executable, "-m", module, "--root", str(root), "--catalog", str(catalog), *extra], cols=cols, rows=rows)
+
+
+def test_first_run_preselects_recommended_and_shows_sizes(root, catalog):
+    with launch(root, catalog) as term:
+        term.wait_for("IMPORT LOCAL AND REMOTE MODELS")
+        assert "Installed starter models" not in term.text()  # nothing installed yet
+        assert term.wait_for("[X]  tiny-sd1")
+        assert "[ ]  tiny-sd2" in term.text() and "[X]  tiny-xl" in term.text()
+        line = term.wait_for("To download: 4.00 MB (2 starters)")
+        assert line
+        assert "Free disk:" in term.text()
+        # deselect tiny-sd1, select tiny-sd2: the size line follows live
+        term.send(keys.SPACE)
+        term.wait_for("To download: 3.00 MB (1 starter)")
+        term.send(keys.DOWN, keys.SPACE)
+        term.wait_for("To download: 5.00 MB (2 starters)")
+        term.press("CANCEL")
+        assert term.wait_exit() == 0
+    assert not (root / "configs" / "models.yaml").exists()
+
+
+def test_installed_starters_are_listed_checked_and_nothing_is_preselected(root, catalog):
+    register(root, {"tiny-sd2": {"repo_id": "tests/tiny-sd2", "format": "diffusers", "description": "x"}})
+    with launch(root, catalog) as term:
+        term.wait_for("Installed starter models (uncheck to remove):")
+        installed_row = term.row_of("tiny-sd2")
+        assert "[X]" in term.lines()[installed_row]
+        assert installed_row < term.row_of("Purge deleted models from disk") < term.row_of("Starter models not yet installed")
+        assert "[ ]  tiny-sd1" in term.text() and "[ ]  tiny-xl" in term.text()  # not a first run
+        term.wait_for("To download: nothing selected")
+
+
+def test_removal_asks_for_confirmation_and_no_keeps_everything(root, catalog):
+    before = register(root, {"tiny-sd2": {"repo_id": "tests/tiny-sd2", "format": "diffusers", "description": "x"}})
+    with launch(root, catalog) as term:
+        term.wait_for("Installed starter models")
+        term.send(keys.SPACE)  # uncheck the installed tiny-sd2
+        term.wait_for("[ ]  tiny-sd2")
+        term.press("DONE")
+        term.wait_for("Remove 1 model(s): tiny-sd2?")
+        term.wait_for("kept on disk")
+        term.focus("No", keys.BTAB)  # "No" has the focus first: Enter alone must not remove anything
+        term.send(keys.ENTER)
+        term.wait_gone("Confirm removal")
+        term.wait_for("IMPORT LOCAL AND REMOTE MODELS")
+        term.press("CANCEL", keys.BTAB)
+        assert term.wait_exit() == 0
+    assert (root / "configs" / "models.yaml").read_text() == before
+
+
+def test_scan_directory_must_exist(root, catalog, tmp_path):
+    with launch(root, catalog) as term:
+        term.focus("Select a directory for models to import")
+        assert "Directory:" not in term.text()  # shown only when ticked
+        term.send(keys.SPACE)
+        term.wait_for("Directory:")
+        term.wait_for("Scan this directory each time InvokeAI starts")
+        term.send(keys.DOWN)
+        term.type(str(tmp_path / "no-such-dir"))
+        term.send(keys.ENTER)  # Tab would autocomplete; Enter leaves the field
+        term.wait_for("+ a folder: size known")
+        term.press("DONE")
+        term.wait_for("not exist: check the path")
+        term.wait_for(str(tmp_path / "no-such-dir"))
+        term.send(keys.ENTER)  # OK
+        term.wait_gone("not exist: check the path")
+        term.press("CANCEL", keys.BTAB)
+        assert term.wait_exit() == 0
+
+
+def test_import_box_takes_typed_and_pasted_lines(root, catalog):
+    with launch(root, catalog) as term:
+        term.wait_for("IMPORT LOCAL")
+        term.send(keys.TAB)  # leave the starter list: the import box is next
+        term.type("owner/one https://example.invalid/two.safetensors\n")
+        # a bracketed paste (terminals with paste mode send ESC[200~ ... ESC[201~)
+        term.send(keys.PASTE_START)
+        term.type("owner/three\n/tmp/four.ckpt")
+        term.send(keys.PASTE_END)
+        term.wait_for("+ 3 import lines: size known")
+        text = term.text()
+        assert "owner/one https://example.invalid/two.safetensors" in text
+        assert "owner/three" in text and "/tmp/four.ckpt" in text
+        assert "200~" not in text and "201~" not in text
+
+
+def test_wizard_mode_has_back(root, catalog):
+    with launch(root, catalog, "--wizard", module="invokeai_model_install.tui") as term:
+        term.wait_for("BACK")
+        term.press("BACK")
+        assert term.wait_exit() == 10
+
+
+def test_done_with_nothing_selected_says_so_and_exits(root, catalog):
+    register(root, {"other": {"path": "models/x", "format": "diffusers", "description": "x"}})
+    with launch(root, catalog) as term:
+        term.wait_for("To download: nothing selected")
+        term.press("DONE")
+        term.wait_for("Nothing selected")
+        term.send(keys.ENTER)
+        assert term.wait_exit() == 0
+
+
+def test_too_small_terminal_says_the_size_needed(root, catalog):
+    with launch(root, catalog, cols=60, rows=15) as term:
+        status = term.wait_exit()
+        flat = "".join(term.lines())  # the message wraps at 60 columns: join the rows back
+        raw = term.raw.decode("utf-8", "replace")
+    assert status == 3
+    assert "the terminal is 60x15; the form needs at least 80x" in flat
+    assert "Traceback" not in raw
+
+
+def test_resize_redraws_and_keeps_working(root, catalog):
+    with launch(root, catalog, cols=100, rows=35) as term:
+        term.wait_for("IMPORT LOCAL")
+        term.resize(130, 45)
+        term.send("\x0c")  # ask for a full redraw, as a user would after resizing
+        term.wait_for("IMPORT LOCAL")
+        term.resize(90, 30)
+        term.send("\x0c")
+        term.wait_for("IMPORT LOCAL")
+        term.send(keys.SPACE)
+        term.wait_for("[ ]  tiny-sd1")
+        term.press("CANCEL")
+        assert term.wait_exit() == 0
+        assert "Traceback" not in term.raw.decode("utf-8", "replace")
+
+
+def test_ctrl_c_restores_the_terminal(root, catalog):
+    with launch(root, catalog) as term:
+        term.wait_for("IMPORT LOCAL")
+        term.send(keys.CTRL_C)
+        term.wait_for("Interrupted.")
+        status = term.wait_exit()
+        raw = term.raw.decode("utf-8", "replace")
+    assert status == 130
+    assert "Traceback" not in raw
+    # the alternate screen was left (xterm's rmcup) before the message was printed
+    assert raw.rfind("\x1b[?1049l") < raw.rfind("Interrupted.")
+    assert not (root / "configs" / "models.yaml").exists()
+
+
+@pytest.mark.parametrize("module", ["invokeai_model_install.tui"])
+def test_no_tty_prints_one_line_and_exits_2(root, catalog, module):
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--root", str(root), "--catalog", str(catalog)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "needs a terminal" in lines[0] and "--yes" in lines[0] and "--add" in lines[0] and "--help" in lines[0]
+
+
+def test_run_form_without_tty_in_process(root, catalog, capsys):
+    """Under pytest stdin is not a terminal: run_form itself must say so, not crash."""
+    from invokeai_model_install.layout import RootLayout
+    from invokeai_model_install.tui.app import FormResult, run_form
+
+    assert run_form(RootLayout(root), catalog_path=catalog) == FormResult.NO_TTY
+    assert "needs a terminal" in capsys.readouterr().err
+
+
+def test_bad_catalogue_prints_one_line_before_curses(root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""\
+        broken:
+          description: no repo id
+        """))
+    with launch(root, bad, module="invokeai_model_install.tui") as term:
+        term.wait_for("repo_id")
+        status = term.wait_exit()
+        assert "Traceback" not in term.raw.decode("utf-8", "replace")
+    assert status == 1
