@@ -26,12 +26,19 @@ from invokeai_model_install.layout import RootLayout
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 
 
+def _is_component_dir(path: Path) -> bool:
+    """One diffusers component (e.g. a VAE folder): ``config.json`` next to weights."""
+    if not (path / "config.json").is_file():
+        return False
+    return any(p.suffix.lower() in (".safetensors", ".bin") for p in path.iterdir() if p.is_file())
+
+
 def model_paths(directory: Path) -> list[Path]:
     """Model files and diffusers folders under ``directory``, sorted; hidden folders are skipped."""
     found: list[Path] = []
     for current, dirs, files in os.walk(directory):
         cur = Path(current)
-        if (cur / "model_index.json").is_file():
+        if (cur / "model_index.json").is_file() or _is_component_dir(cur):
             found.append(cur)
             dirs[:] = []
             continue

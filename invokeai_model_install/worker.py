@@ -186,7 +186,11 @@ def _parse_line(line: str) -> list[Any]:
     from invokeai_model_install import sources
 
     srcs, errors = sources.parse_import_text(line)
-    out: list[Any] = list(errors)
+    out: list[Any] = []
+    if errors:
+        # one line, one report: "foo bar baz" is a typo'd line, not three failures
+        first = errors[0]
+        out.append(first if len(errors) == 1 else type(first)("; ".join(e.message for e in errors), first.hint))
     for src in srcs:
         if type(src).__name__ == "LocalFolderSource":
             expanded = sources.expand_folder(Path(str(src.path)))

@@ -1,0 +1,140 @@
+"""One item's pipeline with local files (no network): placement, stanzas, names, safety, idempotency.
+
+Remote items (hub, URL) are covered in tests/test_end_to_end.py against the loopback servers.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from invokeai_model_install import events as ev
+from invokeai_model_install import manifest as mf
+from invokeai_model_install.configure import create_layout
+from invokeai_model_install.install_item import _single_model_file, legacy_config, source_key
+from invokeai_model_install.layout import RootLayout
+from invokeai_model_install.plan import InstallPlan
+from invokeai_model_install.registry import Registry
+from invokeai_model_install.worker import run_plan
+
+
+@pytest.fixture
+def root(tmp_path):
+    layout = RootLayout(tmp_path / "invokeai")
+    create_layout(layout)
+    return layout
+
+
+def stanzas(layout):
+    return yaml.safe_load(layout.models_yaml.read_text()) or {}
+
+
+def run(layout, *lines, **kw):
+    seen = []
+    result = run_plan(InstallPlan(imports=tuple(str(x) for x in lines), **kw), layout, on_event=seen.append)
+    return result, seen
+
+
+@pytest.mark.parametrize(
+    "base, variant, prediction, config, size",
+    [
+        ("sd-1", "normal", None, "v1-inference.yaml", 512),
+        ("sd-1", "inpaint", None, "v1-inpainting-inference.yaml", 512),
+        ("sd-2", "normal", "v", "v2-inference-v.yaml", 768),
+        ("sd-2", "normal", "epsilon", "v2-inference.yaml", 512),
+        ("sdxl", "normal", None, "sd_xl_base.yaml", 1024),
+        ("sdxl-refiner", "normal", None, "sd_xl_refiner.yaml", 1024),
+    ],
+)
+def test_legacy_config_choice(base, variant, prediction, config, size):
+    assert legacy_config(SimpleNamespace(base=base, variant=variant), prediction) == (config, size)
+
+
+def test_single_model_file():
+    assert _single_model_file(["model.safetensors"]) == "model.safetensors"
+    assert _single_model_file(["config.json", "diffusion_pytorch_model.safetensors"]) is None
+    assert _single_model_file(["README.md", "x.ckpt"]) == "x.ckpt"
+    assert _single_model_file(["a.ckpt", "b.ckpt"]) is None
+
+
+def test_url_key_drops_tokens():
+    from invokeai_model_install import sources
+
+    a = source_key(sources.parse_source("https://civitai.com/api/download/models/42?type=Model&token=SECRET"))
+    assert "SECRET" not in a and "type=Model" in a
+
+
+def test_local_checkpoint_stays_in_place_then_already_installed(root, tmp_path, tiny_checkpoints):
+    src = tmp_path / "mine" / "my-model.safetensors"
+    src.parent.mkdir()
+    shutil.copy(tiny_checkpoints["sd-1", "safetensors"], src)
+    result, seen = run(root, src)
+    assert result.ok, result.failed
+    s = stanzas(root)["my-model"]
+    assert s["weights"] == str(src) and s["format"] == "ckpt" and s["config"] == "configs/stable-diffusion/v1-inference.yaml"
+    assert src.exists() and not any(root.kind_dir("main").iterdir())
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds.index("ItemStarted") < kinds.index("ItemVerified") < kinds.index("ItemRegistered")
+    again, _ = run(root, src)
+    assert again.outcomes[0].status == "skipped" and again.outcomes[0].message == "already installed"
+    assert list(stanzas(root)) == ["my-model"]
+
+
+def test_name_clash_gets_a_suffix_never_overwrites(root, tmp_path, tiny_checkpoints):
+    with Registry(root.models_yaml).transaction() as doc:
+        doc.add("my-model", {"description": "someone else's", "path": "/x", "format": "diffusers"})
+    src = tmp_path / "my-model.safetensors"
+    shutil.copy(tiny_checkpoints["sd-1", "safetensors"], src)
+    assert run(root, src)[0].ok
+    s = stanzas(root)
+    assert s["my-model"]["description"] == "someone else's" and s["my-model-2"]["weights"] == str(src)
+
+
+def test_lora_vae_embedding_kinds(root, tmp_path, tiny_extras):
+    for name in ("lora-sd-1.safetensors", "vae.safetensors", "embedding.pt"):
+        shutil.copy(tiny_extras[name], tmp_path / name)
+    result, _ = run(root, *(tmp_path / n for n in ("lora-sd-1.safetensors", "vae.safetensors", "embedding.pt")))
+    assert result.ok, result.failed
+    s = stanzas(root)
+    assert s["lora-sd-1"]["type"] == "lora" and s["vae"]["type"] == "vae" and s["embedding"]["type"] == "embedding"
+
+
+def test_unknown_file_fails_and_is_not_registered(root, tiny_extras):
+    result, seen = run(root, tiny_extras["random.safetensors"])
+    assert result.outcomes[0].status == "failed" and result.outcomes[0].error == "ProbeError"
+    assert stanzas(root) == {} or "random" not in stanzas(root)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_dangerous_pickle_refused_and_left_alone(root, tmp_path):
+    bad = tmp_path / "evil.ckpt"
+    bad.write_bytes(pickle.dumps({"state_dict": _Evil()}))
+    result, seen = run(root, bad)
+    o = result.outcomes[0]
+    assert o.status == "failed" and o.error == "UnsafeFileError" and o.hint
+    assert bad.exists()  # a local file is the user's: refused, not deleted
+    assert "evil" not in stanzas(root)
+
+
+def test_local_convert_to_diffusers(root, tmp_path, tiny_checkpoints):
+    src = tmp_path / "conv-me.safetensors"
+    shutil.copy(tiny_checkpoints["sd-1", "safetensors"], src)
+    result, seen = run(root, src, convert=True, precision="fp32")
+    assert result.ok, result.failed
+    s = stanzas(root)["conv-me"]
+    assert s["path"] == "models/diffusers/conv-me" and s["format"] == "diffusers"
+    assert src.exists()  # the original stays
+    m = mf.read_manifest(root, "conv-me")
+    assert dict(m.source_sha256) == {str(src): mf.sha256_file(src)}
+    assert any(isinstance(e, ev.ItemConverted) for e in seen)
+    # converting again: already installed
+    assert run(root, src, convert=True)[0].outcomes[0].status == "skipped"
