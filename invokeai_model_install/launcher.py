@@ -22,7 +22,7 @@ MENU: tuple[str, ...] = (
 )
 
 
-def _run(choice: int, common: list[str]) -> int | None:
+def _run(choice: int, common: list[str], layout, input_fn: Callable[[str], str]) -> int | None:
     """Run menu entry ``choice`` (1-based); None means quit."""
     from invokeai_model_install import cli, configure
 
@@ -31,7 +31,19 @@ def _run(choice: int, common: list[str]) -> int | None:
     if choice == 2:
         return cli.main(common + ["list"])
     if choice == 3:
-        return cli.main(common + ["scan"])
+        from invokeai_model_install.initfile import get_option
+
+        if isinstance(get_option(layout.init_file, "--autoconvert"), str):
+            return cli.main(common + ["scan"])
+        # No autoscan folder yet: ask for one rather than fail (the scan command can then remember it).
+        print("No autoscan folder is set in invokeai.init.")
+        try:
+            folder = input_fn("Folder to scan for model files (Enter to go back): ").strip()
+        except EOFError:
+            folder = ""
+        if not folder:
+            return 0
+        return cli.main(common + ["scan", folder])
     if choice == 4:
         return configure.main(common)
     return None
@@ -79,7 +91,7 @@ def main(argv: Sequence[str] | None = None, *, input_fn: Callable[[str], str] = 
             return status
         print(f"\n== {MENU[choice - 1]} ==")
         sys.stdout.flush()
-        result = _run(choice, common)
+        result = _run(choice, common, layout, input_fn)
         status = int(result or 0)
         if status:
             print(f"({MENU[choice - 1]} ended with exit status {status})")

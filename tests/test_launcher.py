@@ -105,3 +105,26 @@ def test_menu_through_a_pipe(root: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "menu-model-a" in done.stdout and "5. Quit" in done.stdout
+
+
+def test_scan_choice_asks_for_a_folder_when_none_is_set(root: Path, tmp_path: Path, capsys) -> None:
+    scan = tmp_path / "scan-me"
+    scan.mkdir()
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("3", str(scan), "3", "", "5")) == 0
+    out = capsys.readouterr().out
+    assert out.count("No autoscan folder is set in invokeai.init.") == 2
+    assert "Finished: 0 done, 0 skipped, 0 failed" in out  # the scan command ran on the empty folder
+    assert "ended with exit status" not in out
+
+
+def test_scan_choice_uses_the_autoscan_folder(root: Path, tmp_path: Path, capsys) -> None:
+    from invokeai_model_install.initfile import set_option
+
+    scan = tmp_path / "auto scan"
+    scan.mkdir()
+    set_option(RootLayout(root).init_file, "--autoconvert", str(scan))
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("3", "5")) == 0
+    out = capsys.readouterr().out
+    assert "No autoscan folder" not in out
+    assert "Finished: 0 done" in out
+    assert "ended with exit status" not in out
