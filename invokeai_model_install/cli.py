@@ -336,6 +336,10 @@ def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path 
     if not args.purge_files:
         return 0
     deleted, kept = purge_paths(layout, removed, remaining)
+    from invokeai_model_install import manifest
+
+    # the files are gone: the model's sidecar record goes too (as in the worker's removal)
+    manifest.remove_manifest(layout, args.model_name)
     for path in deleted:
         print(f"  deleted {path}")
     for path, why in kept:
@@ -423,6 +427,12 @@ def cmd_edit(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | 
         if args.new_name is not None and args.new_name != args.model_name:
             doc.rename(args.model_name, args.new_name)
             final = args.new_name
+    if final != args.model_name:
+        from invokeai_model_install import manifest
+
+        record = manifest.read_manifest(layout, args.model_name)
+        if record is not None:  # keep the sidecar record with its model (re-runs and `verify` look it up by name)
+            manifest.rename_manifest(layout, record, final)
     print(f"Updated {final} in {layout.models_yaml}.")
     return 0
 

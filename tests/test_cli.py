@@ -328,3 +328,35 @@ def test_help_lists_commands_and_never_imports_torch(tmp_path: Path) -> None:
     for option in ("--root", "--config_file", "--catalog"):
         assert option in out
     assert "HEAVY: []" in out
+
+
+# --- sidecar manifests follow the model ---------------------------------------------------------
+
+
+def _write_manifest(root: Path, name: str) -> Path:
+    from invokeai_model_install import manifest
+
+    layout = RootLayout(root)
+    record = manifest.Manifest(
+        name=name, key=f"path:{name}", source=name, kind="main", format="diffusers", path=f"models/diffusers/{name}"
+    )
+    return manifest.write_manifest(layout, record)
+
+
+def test_purge_removes_the_manifest_and_plain_delete_keeps_it(root: Path) -> None:
+    folder_manifest = _write_manifest(root, "folder-model")
+    hub_manifest = _write_manifest(root, "hub-model")
+    assert run(root, "delete", "hub-model") == 0
+    assert hub_manifest.exists()  # files still on disk: their record stays
+    assert run(root, "delete", "folder-model", "--purge") == 0
+    assert not folder_manifest.exists()
+
+
+def test_rename_moves_the_manifest(root: Path) -> None:
+    from invokeai_model_install import manifest
+
+    old = _write_manifest(root, "folder-model")
+    assert run(root, "edit", "folder-model", "--name", "new-name") == 0
+    assert not old.exists()
+    record = manifest.read_manifest(RootLayout(root), "new-name")
+    assert record is not None and record.name == "new-name"
