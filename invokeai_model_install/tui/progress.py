@@ -40,6 +40,13 @@ class FileRow:
     speed: float = 0.0
 
 
+def _without_prefix(message: str, label: str) -> str:
+    """``message`` without a leading ``"label: "`` (core messages already name their input)."""
+    if label and message.startswith(label + ":"):
+        return message[len(label) + 1 :].lstrip()
+    return message
+
+
 def format_eta(seconds: float | None) -> str:
     """``h:mm:ss`` or ``m:ss``; "--:--" when unknown."""
     if seconds is None or seconds < 0 or seconds != seconds or seconds > 99 * 3600:
@@ -85,6 +92,11 @@ class ProgressState:
         elif label:
             row.label = label
         return row
+
+    def _label(self, item: str) -> str:
+        """The label of ``item`` without creating a row ("" for plan-level events)."""
+        row = self.items.get(item)
+        return row.label if row is not None else item
 
     def apply(self, event: ev.Event) -> None:
         """Fold one event into the state (unknown event types are ignored)."""
@@ -133,15 +145,17 @@ class ProgressState:
             self._drop_files(item)
         elif isinstance(event, ev.ItemFailed):
             row = self._row(item)
-            row.state, row.stage, row.detail = "failed", "failed", event.message
-            self.log.append(f"! {row.label}: {event.message}")
+            message = _without_prefix(event.message, row.label)
+            row.state, row.stage, row.detail = "failed", "failed", message
+            self.log.append(f"! {row.label}: {message}")
             if event.hint:
                 self.log.append(f"    hint: {event.hint}")
             self._drop_files(item)
         elif isinstance(event, ev.ItemNote):
-            self.log.append(f"  {self._row(item).label}: {event.message}")
+            label = self._label(item)
+            self.log.append(f"  {label}: {_without_prefix(event.message, label)}" if label else f"  {event.message}")
         elif isinstance(event, ev.Retrying):
-            self.log.append(f"  {event.name or self._row(item).label}: retrying in {event.delay:.0f} s ({event.reason})")
+            self.log.append(f"  {event.name or self._label(item)}: retrying in {event.delay:.0f} s ({event.reason})")
         elif isinstance(event, ev.PlanFinished):
             self.finished = event
             self.files.clear()
@@ -173,7 +187,8 @@ class ProgressState:
         """The current transfer(s): bar, percent, bytes, speed, ETA and file name(s)."""
         if not self.files:
             if self.finished is not None:
-                return cut(f"Transferred {human_size(self.fetched_bytes)} in {format_eta(self.clock() - self.started_at)}", width)
+                fetched = human_size(self.fetched_bytes) if self.fetched_bytes else "0 B"
+                return cut(f"Downloaded {fetched} in {format_eta(self.clock() - self.started_at)}", width)
             return cut("Waiting for the next file...", width)
         files = list(self.files.values())
         done = sum(f.done for f in files)

@@ -48,7 +48,6 @@ class ProgressForm(npyscreen.FormBaseNew):
         self.nextrely += 1
         row = self.nextrely
         self.w_cancel = self.add(ActionButton, name="CANCEL (c)", action=self.on_cancel, rely=row, relx=4)
-        self._back_index = len(self._widgets__)
         self.w_back = self.add(ActionButton, name="BACK TO THE FORM", action=self.on_back, rely=row, relx=4, hidden=True)
         self.w_exit = self.add(ActionButton, name="EXIT", action=self.on_exit, rely=row, relx=26, hidden=True)
         self.add_handlers({"c": self.h_cancel, "C": self.h_cancel})
@@ -77,6 +76,19 @@ class ProgressForm(npyscreen.FormBaseNew):
         """Drain the worker's events into the state, ask questions, redraw."""
         if self._closed:
             return
+        changed = self._drain()
+        if self.state.finished is None and self.handle.done:
+            changed = self._drain() or changed  # what it sent just before it stopped
+            if self.state.finished is None:
+                self._worker_ended_without_summary()
+                changed = True
+        if changed or self.state.files:
+            self.refresh_widgets()
+        if self.state.finished is not None and not self._closed:
+            self._show_end()
+
+    def _drain(self) -> bool:
+        """Apply waiting events (at most :data:`MAX_EVENTS_PER_TICK`); True when there were any."""
         changed = False
         for _ in range(MAX_EVENTS_PER_TICK):
             event = self.handle.poll(0)
@@ -88,13 +100,7 @@ class ProgressForm(npyscreen.FormBaseNew):
                 self.ask(event)
                 continue
             self.state.apply(event)
-        if self.state.finished is None and self.handle.done and self.handle.poll(0) is None:
-            self._worker_ended_without_summary()
-            changed = True
-        if changed or self.state.files:
-            self.refresh_widgets()
-        if self.state.finished is not None and not self._closed:
-            self._show_end()
+        return changed
 
     def ask(self, question: ev.QuestionAsked) -> None:
         """A modal popup for the worker's question; the answer goes back through the handle."""
@@ -104,21 +110,10 @@ class ProgressForm(npyscreen.FormBaseNew):
         self.display()
 
     def _worker_ended_without_summary(self) -> None:
-        """The worker stopped without PlanFinished (it crashed): say so instead of hanging."""
-        result = None
-        try:
-            result = self.handle.join(0)
-        except Exception as exc:  # the worker's own failure: show it, never crash the UI
-            log.exception("worker ended with an error")
-            self.state.log.append(f"! the installer's worker stopped: {exc}")
-        self.state.apply(
-            ev.PlanFinished(
-                succeeded=int(getattr(result, "succeeded", 0) or 0),
-                skipped=int(getattr(result, "skipped", 0) or 0),
-                failed=int(getattr(result, "failed", 0) or 0) or (0 if result is not None else 1),
-                cancelled=bool(getattr(result, "cancelled", self.state.cancelling)),
-            )
-        )
+        """The worker stopped without PlanFinished: say so instead of waiting forever."""
+        log.error("the worker stopped without reporting the end of the plan")
+        self.state.log.append("! the installer's worker stopped unexpectedly; see models/.partial/worker.log")
+        self.state.apply(ev.PlanFinished(failed=1, cancelled=self.state.cancelling))
 
     def _show_end(self) -> None:
         """Swap the cancel button for BACK TO THE FORM / EXIT and move the cursor there."""
@@ -128,9 +123,10 @@ class ProgressForm(npyscreen.FormBaseNew):
         self.w_back.hidden = False
         self.w_exit.hidden = False
         self.refresh_widgets()
-        # leave the cancel button's edit loop; the form's loop picks the next editable widget
+        # leave the cancel button's edit loop as if Tab was pressed: the form's loop then
+        # moves to the next editable, visible widget (BACK TO THE FORM)
         self.w_cancel.editing = False
-        self.editw = self._back_index
+        self.w_cancel.how_exited = True
 
     def refresh_widgets(self) -> None:
         width = self.columns - 8
