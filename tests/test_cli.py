@@ -360,3 +360,48 @@ def test_rename_moves_the_manifest(root: Path) -> None:
     assert not old.exists()
     record = manifest.read_manifest(RootLayout(root), "new-name")
     assert record is not None and record.name == "new-name"
+
+
+# --- on a terminal: the missing-root question ----------------------------------------------------
+
+
+def _spawn(args: list[str], cwd: Path):
+    import pexpect
+
+    env = _env()
+    env.update(TERM="xterm", LC_ALL="C.UTF-8")
+    return pexpect.spawn(
+        sys.executable, ["-m", "invokeai_model_install", *args], cwd=str(cwd), env=env, encoding="utf-8", timeout=60,
+        dimensions=(40, 120),
+    )
+
+
+def test_terminal_missing_root_question_declined(tmp_path: Path) -> None:
+    missing = tmp_path / "not-yet"
+    child = _spawn(["--root", str(missing)], tmp_path)
+    child.expect("There is no InvokeAI root at")
+    child.expect(r"Run the first-run setup \(invokeai-configure\) to create it now\? \[Y/n\]")
+    child.sendline("n")
+    child.expect("no InvokeAI root at")
+    child.expect(pexpect_eof())
+    child.close()
+    assert child.exitstatus == 1
+    assert not missing.exists()
+
+
+def test_terminal_missing_root_question_accepted_runs_the_setup(tmp_path: Path) -> None:
+    missing = tmp_path / "created-on-request"
+    child = _spawn(["--root", str(missing)], tmp_path)
+    child.expect(r"\[Y/n\]")
+    child.sendline("")
+    child.expect("Created the InvokeAI root")
+    child.expect("HuggingFace access token")  # the setup's next question: the root exists by now
+    assert RootLayout(missing).models_yaml.is_file()
+    assert (RootLayout(missing).legacy_configs_dir / "v1-inference.yaml").is_file()
+    child.terminate(force=True)
+
+
+def pexpect_eof():
+    import pexpect
+
+    return pexpect.EOF
