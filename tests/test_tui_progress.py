@@ -1,0 +1,130 @@
+"""What the progress screen shows, computed from worker events (tui/progress.py; no curses).
+
+The screen itself runs in the end-to-end pty tests; here the event folding and the
+text of each line are checked with hand-made event sequences like the worker sends.
+"""
+
+from __future__ import annotations
+
+from invokeai_model_install import events as ev
+from invokeai_model_install.tui.progress import ProgressState, bar, format_eta
+
+
+class FakeClock:
+    """A clock the test moves by hand (the ETA line shows elapsed time)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def started(state: ProgressState) -> None:
+    state.apply(ev.PlanStarted(items=("i1", "i2", "i3"), labels=("tiny-sd", "https://h/x.safetensors", "old-model"), total_bytes=3000))
+
+
+def test_one_status_line_per_item_in_plan_order():
+    state = ProgressState()
+    started(state)
+    lines = state.status_lines(80)
+    assert len(lines) == 3
+    assert lines[0].startswith("  tiny-sd") and "waiting" in lines[0]
+    state.apply(ev.ItemStarted(item="i1", label="tiny-sd"))
+    state.apply(ev.StageChanged(item="i1", stage="download", detail="3 files"))
+    assert state.status_lines(80)[0].startswith("> tiny-sd") and "download: 3 files" in state.status_lines(80)[0]
+
+
+def test_bar_shows_percent_speed_eta_and_file_name():
+    state = ProgressState()
+    started(state)
+    state.apply(ev.FileStarted(item="i1", name="unet/model.safetensors", total=2_000_000))
+    state.apply(ev.FileProgress(item="i1", name="unet/model.safetensors", done=500_000, total=2_000_000, speed=100_000))
+    line = state.bar_line(100)
+    assert " 25% " in line
+    assert "500 KB/2.00 MB" in line
+    assert "100 KB/s" in line
+    assert "ETA 0:15" in line  # 1.5 MB left at 100 KB/s
+    assert line.endswith("unet/model.safetensors")
+    assert line.startswith("[") and len(line) <= 100
+
+
+def test_bar_adds_up_parallel_files_and_unknown_sizes():
+    state = ProgressState()
+    state.apply(ev.FileProgress(item="i1", name="a", done=100, total=1000, speed=10))
+    state.apply(ev.FileProgress(item="i1", name="b", done=300, total=1000, speed=30))
+    line = state.bar_line(120)
+    assert " 20% " in line and "2 files" in line and "ETA 0:40" in line
+    state.apply(ev.FileProgress(item="i2", name="c", done=5, total=-1, speed=1))
+    assert "?%" in state.bar_line(120) and "ETA --:--" in state.bar_line(120)
+
+
+def test_finished_and_failed_items_go_to_the_log_with_hints():
+    state = ProgressState()
+    started(state)
+    state.apply(ev.FileProgress(item="i1", name="a", done=1, total=2, speed=1))
+    state.apply(ev.ItemRegistered(item="i1", name="tiny-sd", path="models/diffusers/tiny-sd"))
+    state.apply(ev.ItemFailed(item="i2", message="https://h/x.safetensors: 404 Not Found", hint="check the spelling of the URL", error="NotFoundError"))
+    state.apply(ev.ItemRemoved(item="i3", name="old-model", purged=("models/diffusers/old-model",)))
+    assert state.files == {}  # a finished item's transfers leave the bar
+    assert state.log == [
+        "+ tiny-sd: installed as tiny-sd (models/diffusers/tiny-sd)",
+        "! https://h/x.safetensors: 404 Not Found",  # the message already names the input: not repeated
+        "    hint: check the spelling of the URL",
+        "- old-model: removed from models.yaml, 1 path(s) deleted",
+    ]
+    marks = [line[0] for line in state.status_lines(80)]
+    assert marks == ["+", "!", "-"]
+
+
+def test_plan_level_notes_do_not_become_items():
+    state = ProgressState()
+    started(state)
+    state.apply(ev.ItemNote(message="invokeai.init now scans /models at startup"))
+    state.apply(ev.ItemSkipped(item="i1", reason="already installed"))
+    assert len(state.status_lines(80)) == 3
+    assert state.log == ["  invokeai.init now scans /models at startup", "= tiny-sd: skipped (already installed)"]
+
+
+def test_summary_while_running_cancelling_and_at_the_end():
+    clock = FakeClock()
+    state = ProgressState(clock=clock)
+    started(state)
+    assert "Press c to cancel" in state.summary()
+    state.cancelling = True
+    assert "partial downloads are kept" in state.summary()
+    state.apply(ev.FileFinished(item="i1", name="a", size=2_000_000, fetched=2_000_000))
+    clock.now += 65
+    state.apply(ev.PlanFinished(succeeded=1, skipped=0, failed=0, cancelled=True))
+    assert state.summary().startswith("Cancelled: 1 done")
+    assert "Partial downloads are kept" in state.summary()
+    assert state.bar_line(80) == "Downloaded 2.00 MB in 1:05"
+    # items that never ran are marked cancelled
+    assert all("cancelled" in line for line in state.status_lines(80)[0:3])
+    assert not state.failed
+
+
+def test_failed_property_and_finished_summary():
+    state = ProgressState()
+    state.apply(ev.PlanFinished(succeeded=2, skipped=1, failed=1))
+    assert state.summary() == "Finished: 2 done, 1 skipped, 1 failed."
+    assert state.failed
+
+
+def test_lines_never_exceed_the_width():
+    state = ProgressState()
+    state.apply(ev.PlanStarted(items=("x",), labels=("a-very-long-label-" * 5,)))
+    state.apply(ev.ItemFailed(item="x", message="m" * 300, hint="h"))
+    state.apply(ev.FileProgress(item="y", name="n" * 200, done=1, total=10, speed=1))
+    for width in (30, 60, 100):
+        assert all(len(line) <= width for line in state.status_lines(width))
+        assert len(state.bar_line(width)) <= width
+
+
+def test_bar_and_eta_helpers():
+    assert bar(0.0, 12) == "[>         ]"
+    assert bar(0.5, 12) == "[=====>    ]"
+    assert bar(1.0, 12) == "[==========]"
+    assert format_eta(None) == "--:--"
+    assert format_eta(59.6) == "1:00"
+    assert format_eta(3725) == "1:02:05"
