@@ -508,9 +508,12 @@ def default_settings(settings: Any) -> Any:
 
 def resolve_remote(spec: _Spec, settings: Any, precision: str) -> Any:
     """``download.Resolved`` for a hub/URL source, or a starter (trying its fallback repos)."""
-    from invokeai_model_install import download, hub, sources
+    from invokeai_model_install import download, sources
 
     settings = default_settings(settings)
+    if type(spec.source).__name__ == "UrlSource":
+        return download.resolve_url(spec.source, settings)
+    from invokeai_model_install import hub
 
     if spec.starter is not None:
         s = spec.starter
@@ -524,37 +527,23 @@ def resolve_remote(spec: _Spec, settings: Any, precision: str) -> Any:
         if len(s.repo_ids) > 1:
             raise NotFoundError(f"{first.message} (also tried {', '.join(s.repo_ids[1:])})", first.hint)
         raise first
-    if type(spec.source).__name__ == "HubSource":
-        return hub.resolve_hub(spec.source, settings, precision)
-    return download.resolve_url(spec.source, settings)
+    return hub.resolve_hub(spec.source, settings, precision)
 
 
 def _download(resolved: Any, staged: Path, ctx: ItemContext) -> dict[str, str]:
-    """Fetch what is not yet complete in ``staged``; returns sha256 by relpath for every file."""
+    """Fetch into ``staged`` (files already there and verified are kept); returns sha256 by relpath."""
     from invokeai_model_install import download
 
-    layout = ctx.layout
     ctx.settings = default_settings(ctx.settings)
     staged.mkdir(parents=True, exist_ok=True)
-    sha: dict[str, str] = {}
-    missing = []
+    ctx.stage("download", f"{len(resolved.files)} file(s)")
+    result = download.download(resolved, staged, partial_dir=ctx.layout.partial_dir, settings=ctx.settings,
+                               on_event=ctx.emit, cancel=ctx.cancel)
+    ctx.fetched += int(result.fetched_bytes or 0)
+    sha = {str(rel): digest for rel, digest in result.sha256.items()}
     for f in resolved.files:
-        p = staged / f.relpath
-        # a finished file from an interrupted run: trust it only when its hash matches
-        if f.sha256 and p.is_file() and p.stat().st_size == f.size and mf.sha256_file(p, ctx.cancel) == f.sha256:
-            sha[f.relpath] = f.sha256
-        else:
-            missing.append(f)
-    ctx.stage("download", f"{len(missing)} of {len(resolved.files)} file(s)")
-    if missing:
-        todo = dataclasses.replace(resolved, files=type(resolved.files)(missing) if isinstance(resolved.files, tuple) else missing)
-        result = download.download(todo, staged, partial_dir=layout.partial_dir, settings=ctx.settings, on_event=ctx.emit, cancel=ctx.cancel)
-        ctx.fetched += int(getattr(result, "fetched_bytes", 0) or 0)
-        for rel, digest in (getattr(result, "sha256", None) or {}).items():
-            sha[str(rel)] = digest
-    for f in resolved.files:
-        if f.relpath not in sha:
-            sha[f.relpath] = f.sha256 or mf.sha256_file(staged / f.relpath, ctx.cancel)
+        if f.relpath not in sha:  # the engine names every file it verified; hash anything it did not
+            sha[f.relpath] = mf.sha256_file(staged / f.relpath, ctx.cancel)
     return sha
 
 
