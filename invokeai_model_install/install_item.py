@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -340,6 +341,10 @@ def _install(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Inst
         name, dest = _choose_dir_dest(ctx, spec.base_name, folder)
         src_path = staged
     stanza = _stanza_for(kind, pr, dest, spec, ctx, vae, single=bool(single), source_path=subject)
+    if not single:
+        renamed = _strip_variants(staged, rels)
+        rels = [renamed.get(r, r) for r in rels]
+        sha_by_rel = {renamed.get(r, r): d for r, d in sha_by_rel.items()}
     files = tuple(
         mf.FileRecord(layout.relative(dest / rel) if not single else layout.relative(dest), _size(src_path, rel, single),
                       sha_by_rel.get(rel, ""), 0)
@@ -545,6 +550,32 @@ def _download(resolved: Any, staged: Path, ctx: ItemContext) -> dict[str, str]:
         if f.relpath not in sha:  # the engine names every file it verified; hash anything it did not
             sha[f.relpath] = mf.sha256_file(staged / f.relpath, ctx.cancel)
     return sha
+
+
+_VARIANT_NAME = re.compile(r"^(?P<stem>[^/]+)\.(?P<variant>fp16)\.(?P<ext>safetensors|bin)$")
+
+
+def _strip_variants(folder: Path, rels: list[str]) -> dict[str, str]:
+    """Rename ``x.fp16.safetensors`` to ``x.safetensors`` in a downloaded folder; returns old -> new relpaths.
+
+    A diffusers folder whose weights carry the variant suffix loads only with
+    ``variant="fp16"``; with plain names it loads with no arguments (what InvokeAI
+    does).  Sharded sets (an index json) keep their names: the index lists them.
+    """
+    renamed: dict[str, str] = {}
+    present = set(rels)
+    for rel in rels:
+        parent, _, name = rel.rpartition("/")
+        m = _VARIANT_NAME.match(name)
+        if not m:
+            continue
+        plain = f"{m['stem']}.{m['ext']}"
+        new = f"{parent}/{plain}" if parent else plain
+        if new in present or any(r.startswith(f"{parent}/") and r.endswith(".index.json") for r in rels if parent):
+            continue
+        os.replace(folder / rel, folder / new)
+        renamed[rel] = new
+    return renamed
 
 
 def _single_model_file(rels: list[str]) -> str | None:
