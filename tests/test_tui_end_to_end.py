@@ -165,9 +165,10 @@ def test_sd2_checkpoint_asks_the_prediction_type(root, tmp_path, tiny_checkpoint
     catalog.write_text("")
     ckpt = tiny_checkpoints["sd-2", "safetensors"]  # global_step 0: the prediction type is undecided
     with launch(root, catalog) as term:
-        term.wait_for("All starter models are installed.")  # an empty catalogue: nothing to offer
-        term.focus("IMPORT LOCAL AND REMOTE MODELS")
+        term.wait_for("No starter models in the catalogue.")
+        # with nothing to select above it, the import box has the focus from the start
         term.type(str(ckpt))
+        term.wait_for(ckpt.name)
         term.focus("Convert imported models into diffusers")
         term.send(keys.SPACE)
         term.press("DONE")
@@ -193,9 +194,9 @@ def test_cancel_keeps_partial_downloads_and_the_registry(root, tmp_path, file_se
     file_server.faults.throttle("*.safetensors", 300_000)
     before = root.models_yaml.read_text() if root.models_yaml.exists() else None
     with launch(root, catalog) as term:
-        term.wait_for("All starter models are installed.")
-        term.focus("IMPORT LOCAL AND REMOTE MODELS")
+        term.wait_for("No starter models in the catalogue.")
         term.type(file_server.url_for("slow.safetensors"))
+        term.wait_for("slow.safetensors")
         term.press("DONE")
         term.wait_for("INSTALLING MODELS")
         term.wait_for("ETA", timeout=SLOW)  # the bar of a running transfer
@@ -216,9 +217,9 @@ def test_ctrl_c_during_install_cancels_and_restores_the_terminal(root, tmp_path,
     shutil.copy(tiny_checkpoints["sd-1", "safetensors"], file_server.folder / "slow.safetensors")
     file_server.faults.throttle("*.safetensors", 300_000)
     with launch(root, catalog) as term:
-        term.wait_for("All starter models are installed.")
-        term.focus("IMPORT LOCAL AND REMOTE MODELS")
+        term.wait_for("No starter models in the catalogue.")
         term.type(file_server.url_for("slow.safetensors"))
+        term.wait_for("slow.safetensors")
         term.press("DONE")
         term.wait_for("ETA", timeout=SLOW)
         term.send(keys.CTRL_C)

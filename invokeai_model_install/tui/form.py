@@ -105,7 +105,10 @@ class ModelForm(npyscreen.FormBaseNew):
             self.w_purge = self.add(
                 npyscreen.Checkbox, name="Purge deleted models from disk (otherwise their files are kept)", value=False
             )
-        header = "Starter models not yet installed (Space selects):" if self.new_keys else "All starter models are installed."
+        if self.new_keys:
+            header = "Starter models not yet installed (Space selects):"
+        else:
+            header = "All starter models are installed." if catalog else "No starter models in the catalogue."
         self.add(npyscreen.FixedText, value=header, editable=False, color="LABEL")
         preselect = [i for i, k in enumerate(self.new_keys) if data.first_run and getattr(catalog[k], "recommended", False)]
         self.w_new = self.add(
