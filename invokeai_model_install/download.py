@@ -543,6 +543,7 @@ class _FileJob:
         self.hasher: threading.Thread | None = None
         self.last_save = 0.0
         self.save_lock = threading.Lock()
+        self.restart_lock = threading.Lock()
         self.last_event = 0.0
         self.last_event_done = 0
         self.started_at = time.monotonic()
@@ -704,9 +705,14 @@ class _Engine:
             return self.sid
 
     # -- planning -------------------------------------------------------------------------------
-    def plan(self, job: _FileJob) -> None:
-        """Queue the missing ranges of ``job`` (a fresh, resumed or restarted job)."""
+    def plan(self, job: _FileJob, gen: int | None = None) -> None:
+        """Queue the missing ranges of ``job`` (a fresh, resumed or restarted job).
+
+        ``gen``: plan only if that is still the job's generation (another restart may have won).
+        """
         with job.lock:
+            if gen is not None and gen != job.gen:
+                return
             gen = job.gen
             pieces: list[tuple[int, int]] = []
             if job.size < 0:
@@ -732,21 +738,38 @@ class _Engine:
         for seg in segs:
             self.queue.put(seg)
 
-    def restart(self, job: _FileJob, reason: str, *, ranges_ok: bool) -> int:
-        """Throw away what we have of ``job`` and begin again from zero; -> the new generation."""
-        with job.lock:
-            job.gen += 1
-            job.done = []
-            job.inflight.clear()
-            job.ranges_ok = ranges_ok
-            os.ftruncate(job.fd, 0)
-            job.lock.notify_all()
-        if job.hasher is not None:
-            job.hasher.join()
-        job.start_hasher()
+    def restart(
+        self, job: _FileJob, reason: str, *, ranges_ok: bool, adopt: _Segment | None = None,
+        size: int | None = None, etag: str | None = None,
+    ) -> int:
+        """Throw away what we have of ``job`` and begin again from zero; -> the new generation.
+
+        ``adopt``: the caller's segment becomes the file's only segment (a 200 answer streamed from 0).
+        """
+        with job.restart_lock:
+            with job.lock:
+                job.gen += 1
+                gen = job.gen
+                job.done = []
+                job.inflight.clear()
+                job.ranges_ok = ranges_ok
+                if etag:
+                    job.etag = etag
+                if size is not None:
+                    job.size = size
+                if job.fd >= 0:
+                    os.ftruncate(job.fd, 0)
+                if adopt is not None:
+                    adopt.gen, adopt.sid, adopt.start, adopt.pos, adopt.end = gen, self.next_sid(), 0, 0, job.size
+                    job.pending = 1
+                job.lock.notify_all()
+            old = job.hasher
+            if old is not None and old.ident is not None:
+                old.join()
+            job.start_hasher()
         job.save(force=True)
         self.emit(Retrying(name=job.name, reason=reason, delay=0.0))
-        return job.gen
+        return gen
 
     # -- workers ---------------------------------------------------------------------------------
     def worker(self) -> None:
@@ -821,8 +844,7 @@ class _Engine:
         status = resp.status
         if status == 416:
             _discard_body(self.conns, final, resp)
-            self.restart(job, "the remote file changed (416)", ranges_ok=True)
-            self.plan(job)
+            self.plan(job, self.restart(job, "the remote file changed (416)", ranges_ok=True))
             raise _Restart()
         if status not in (200, 206):
             _fail_status(self.conns, resp, final, settings, job.name, _backoff(settings, 0))
@@ -833,8 +855,7 @@ class _Engine:
             total = int(m.group(3)) if m and m.group(3) != "*" else job.size
             if not m or int(m.group(1)) != pos or (job.size >= 0 and total != job.size) or (job.etag and etag and etag != job.etag):
                 self.conns.drop(final)
-                self.restart(job, "the remote file changed", ranges_ok=True)
-                self.plan(job)
+                self.plan(job, self.restart(job, "the remote file changed", ranges_ok=True))
                 raise _Restart()
             if etag and not job.etag:
                 job.etag = etag
@@ -843,14 +864,10 @@ class _Engine:
             # Clean restart, streaming this very response as the file's only segment.
             changed = bool(job.etag and etag and etag != job.etag)
             length = resp.getheader("Content-Length")
-            gen = self.restart(job, "the remote file changed" if changed else "the server ignores byte ranges", ranges_ok=False)
-            with job.lock:
-                job.etag = etag or job.etag
-                if length and length.isdigit() and job.rf.size < 0:
-                    job.size = int(length)
-                job.pending = 1
-                seg.gen, seg.sid, seg.start, seg.pos = gen, self.next_sid(), 0, 0
-                seg.end = job.size
+            self.restart(
+                job, "the remote file changed" if changed else "the server ignores byte ranges", ranges_ok=False, adopt=seg,
+                size=int(length) if length and length.isdigit() and job.rf.size < 0 else None, etag=etag,
+            )
         else:
             if etag and not job.etag:
                 job.etag = etag
@@ -979,8 +996,7 @@ class _Engine:
                 job.integrity_retries += 1
                 with job.lock:
                     job.finished = False
-                self.restart(job, f"verification failed ({problem}); downloading again", ranges_ok=job.ranges_ok)
-                self.plan(job)
+                self.plan(job, self.restart(job, f"verification failed ({problem}); downloading again", ranges_ok=job.ranges_ok))
                 return
             job.error = IntegrityError(f"{job.name} from {redact_url(job.rf.url)}: {problem}")
             self._discard(job)

@@ -25,6 +25,7 @@ from invokeai_model_install.errors import (
     OfflineError,
 )
 from invokeai_model_install.sources import MODEL_SUFFIXES, redact_url
+from invokeai_model_install.tokens import same_host
 
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 _TEXT_TYPES = ("text/html", "application/json", "text/plain", "application/xml", "text/xml", "application/problem+json")
@@ -37,7 +38,7 @@ def _host(url: str) -> str:
 def token_hint(url: str, hub_endpoint: str | None = None) -> str:
     """What to do about missing/wrong credentials for ``url``'s host."""
     host = _host(url)
-    if hub_endpoint and _host(hub_endpoint) == host or host.endswith(("huggingface.co", "hf.co")):
+    if (hub_endpoint and same_host(url, hub_endpoint)) or host.endswith(("huggingface.co", "hf.co")):
         return "log in with `huggingface-cli login` (or set HF_TOKEN) and accept the model's license on its page"
     if host.endswith("civitai.com"):
         return "set CIVITAI_API_TOKEN to an API key from civitai.com (Account settings > API keys)"

@@ -240,6 +240,17 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None | str:
     return (start, min(end, size - 1))
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up mid-body (the point of many tests) are not errors worth printing."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, BrokenPipeError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class LoopbackServer:
     """Base for the loopback servers: lifecycle, faults, stats, and file sending with faults."""
 
@@ -265,7 +276,7 @@ class LoopbackServer:
         class Handler(self.handler_class):  # type: ignore[misc, valid-type]
             owner = server
 
-        httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        httpd = _QuietServer((self.host, self.port), Handler)
         httpd.daemon_threads = True
         self.port = httpd.server_address[1]
         self._httpd = httpd

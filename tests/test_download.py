@@ -1,0 +1,439 @@
+"""The download engine against the loopback file server: verify, resume (in and across processes), faults."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from invokeai_model_install import download
+from invokeai_model_install.download import DownloadSettings, RemoteFile, Resolved
+from invokeai_model_install.errors import (
+    AuthError,
+    Cancelled,
+    DiskSpaceError,
+    DownloadError,
+    IntegrityError,
+    NotAModelError,
+    NotFoundError,
+    OfflineError,
+    UnsafeNameError,
+)
+from invokeai_model_install.events import FileFinished, FileProgress, FileStarted, Retrying
+from invokeai_model_install.sources import UrlSource
+
+MB = 1 << 20
+
+
+def settings(**kw) -> DownloadSettings:
+    base = dict(hf_endpoint="http://127.0.0.1:9", backoff=0.01, retries=3, read_timeout=10, split_size=1 * MB, max_connections=4)
+    base.update(kw)
+    return DownloadSettings(**base)
+
+
+def put(server, name: str, size: int, seed: int = 1) -> tuple[bytes, str]:
+    """A file of pseudo-random bytes in the server's folder; -> (data, sha256)."""
+    data = hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1)
+    data = bytes(b ^ (i & 0xFF) for i, b in enumerate(data[:size])) if size < 4096 else data[:size]
+    path = server.folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def one(server, name: str, data: bytes, sha: str | None) -> Resolved:
+    rf = RemoteFile(server.url_for(name), name, len(data), sha)
+    return Resolved(files=(rf,), commit=None, label=name, kind_hint=None, total_size=len(data))
+
+
+def test_downloads_verifies_and_reports(file_server, tmp_path):
+    data, sha = put(file_server, "model.safetensors", 3 * MB + 123)
+    events = []
+    res = download.download(one(file_server, "model.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
+    assert (tmp_path / "dest" / "model.safetensors").read_bytes() == data
+    assert res.paths == {"model.safetensors": tmp_path / "dest" / "model.safetensors"}
+    assert res.sha256 == {"model.safetensors": sha}
+    assert res.fetched_bytes == len(data)
+    kinds = [type(e) for e in events]
+    assert kinds[0] is FileStarted and kinds[-1] is FileFinished and FileProgress in kinds
+    assert events[-1].sha256 == sha and events[-1].fetched == len(data)
+    assert list((tmp_path / "part").iterdir()) == []  # nothing left behind
+    # a large file was split into ranges on several connections
+    ranges = [r.header("Range") for r in file_server.stats.requests_for("/model.safetensors", "GET")]
+    assert len(ranges) == 4 and all(r and r.startswith("bytes=") for r in ranges)
+
+
+def test_several_files_at_once_and_present_files_are_kept(file_server, tmp_path):
+    files = [put(file_server, f"unet/part{i}.bin", 300_000 + i, seed=i) for i in range(5)]
+    rfs = tuple(RemoteFile(file_server.url_for(f"unet/part{i}.bin"), f"unet/part{i}.bin", len(d), s) for i, (d, s) in enumerate(files))
+    resolved = Resolved(files=rfs, commit=None, label="five", kind_hint=None, total_size=sum(len(d) for d, _ in files))
+    res = download.download(resolved, tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
+    for i, (d, _s) in enumerate(files):
+        assert (tmp_path / "dest" / "unet" / f"part{i}.bin").read_bytes() == d
+    file_server.stats.reset()
+    events = []
+    res = download.download(resolved, tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
+    assert res.fetched_bytes == 0 and file_server.stats.requests == []
+    assert sorted(e.name for e in events if isinstance(e, FileFinished)) == [f"unet/part{i}.bin" for i in range(5)]
+    assert all(e.fetched == 0 for e in events)
+
+
+def test_present_file_with_wrong_bytes_is_fetched_again(file_server, tmp_path):
+    data, sha = put(file_server, "m.ckpt", 200_000)
+    dest = tmp_path / "dest" / "m.ckpt"
+    dest.parent.mkdir()
+    dest.write_bytes(bytes(len(data)))  # right size, wrong bytes
+    res = download.download(one(file_server, "m.ckpt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
+    assert dest.read_bytes() == data and res.fetched_bytes == len(data)
+
+
+def test_wrong_bytes_of_the_right_size_are_never_accepted(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 2 * MB)
+    file_server.faults.corrupt("/m.safetensors")  # every time
+    events = []
+    with pytest.raises(IntegrityError) as err:
+        download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
+    assert f"expected sha256 {sha}, got " in str(err.value)
+    assert not (tmp_path / "dest" / "m.safetensors").exists()
+    assert list((tmp_path / "part").iterdir()) == []  # discarded
+    assert any(isinstance(e, Retrying) and "verification failed" in e.reason for e in events)  # retried once
+    assert file_server.stats.served("/m.safetensors") == 2 * len(data)
+
+
+def test_one_corrupt_transfer_is_retried_and_then_accepted(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 500_000)
+    file_server.faults.corrupt("/m.safetensors", times=1)
+    res = download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
+    assert (tmp_path / "dest" / "m.safetensors").read_bytes() == data and res.sha256["m.safetensors"] == sha
+
+
+def test_dropped_connection_resumes_where_it_stopped(file_server, tmp_path):
+    data, sha = put(file_server, "m.ckpt", 3 * MB)
+    file_server.faults.drop("/m.ckpt", after_bytes=700_000, times=2)
+    events = []
+    download.download(one(file_server, "m.ckpt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(split_size=64 * MB), on_event=events.append)
+    assert (tmp_path / "dest" / "m.ckpt").read_bytes() == data
+    assert any(isinstance(e, Retrying) for e in events)
+    assert file_server.stats.served("/m.ckpt") == len(data)  # nothing fetched twice
+    gets = file_server.stats.requests_for("/m.ckpt", "GET")
+    assert gets[1].header("Range") == "bytes=700000-" + str(len(data) - 1)
+    assert gets[1].header("If-Range")  # validated against the ETag
+
+
+@pytest.mark.parametrize("code", [500, 503, 429])
+def test_server_errors_are_retried_with_retry_after(file_server, tmp_path, code):
+    data, sha = put(file_server, "m.pt", 100_000)
+    file_server.faults.status("/m.pt", code, times=2, retry_after=1 if code == 429 else None)
+    events = []
+    download.download(one(file_server, "m.pt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
+    assert (tmp_path / "dest" / "m.pt").read_bytes() == data
+    retries = [e for e in events if isinstance(e, Retrying)]
+    assert len(retries) == 2 and all(f"HTTP {code}" in e.reason for e in retries)
+    if code == 429:
+        assert all(e.delay == 1.0 for e in retries)
+
+
+def test_gives_up_after_the_retries(file_server, tmp_path):
+    data, sha = put(file_server, "m.pt", 10_000)
+    file_server.faults.status("/m.pt", 503, times=None)
+    with pytest.raises(DownloadError, match="HTTP 503") as err:
+        download.download(one(file_server, "m.pt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(retries=2))
+    assert "gave up after 3 tries" in str(err.value)
+    assert len(file_server.stats.requests_for("/m.pt")) == 3
+
+
+def test_404_and_401_are_final(file_server, tmp_path):
+    rf = RemoteFile(file_server.url_for("missing.safetensors"), "missing.safetensors", 10, None)
+    with pytest.raises(NotFoundError, match="missing.safetensors"):
+        download.download(Resolved((rf,), None, "missing", None, 10), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    data, sha = put(file_server, "m.pt", 1000)
+    file_server.faults.status("/m.pt", 401, times=None)
+    with pytest.raises(AuthError) as err:
+        download.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    assert "INVOKEAI_URL_TOKENS" in err.value.hint
+    assert len(file_server.stats.requests_for("/m.pt")) == 1  # not retried
+
+
+def test_html_login_page_is_refused(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 50_000)
+    file_server.faults.html("/m.safetensors")
+    with pytest.raises(NotAModelError) as err:
+        download.resolve_url(UrlSource(file_server.url_for("m.safetensors")), settings())
+    assert "HTML" in str(err.value) and "token" in err.value.hint.lower() or "login" in err.value.hint.lower()
+    with pytest.raises(NotAModelError):
+        download.download(one(file_server, "m.safetensors", data, None), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    assert not (tmp_path / "d" / "m.safetensors").exists()
+
+
+def test_text_body_without_content_type_is_refused(file_server, tmp_path):
+    (file_server.folder / "weights.ckpt").write_bytes(b"<!DOCTYPE html><html><body>Please log in</body></html>")
+    rf = RemoteFile(file_server.url_for("weights.ckpt"), "weights.ckpt", 55, None)
+    with pytest.raises(NotAModelError):
+        download.download(Resolved((rf,), None, "w", None, 55), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+
+
+def test_server_ignoring_range_gets_a_clean_restart(file_server, tmp_path):
+    data, sha = put(file_server, "m.bin", 2 * MB)
+    with pytest.raises(NotFoundError):
+        download.download(one(file_server, "m.bin", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(split_size=64 * MB), on_event=interrupt(file_server, "/m.bin", 500_000))
+    assert any(p.suffix == ".json" for p in (tmp_path / "p").iterdir())  # partial kept
+    file_server.faults.ignore_range("/m.bin")
+    events = []
+    download.download(one(file_server, "m.bin", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=events.append)
+    assert (tmp_path / "d" / "m.bin").read_bytes() == data
+    assert any(isinstance(e, Retrying) and "ignores byte ranges" in e.reason for e in events)
+
+
+def test_resume_with_a_changed_etag_restarts_clean(file_server, tmp_path):
+    old, _ = put(file_server, "m.ckpt", 1 * MB, seed=1)
+    with pytest.raises(NotFoundError):
+        download.download(one(file_server, "m.ckpt", old, None), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.ckpt", 300_000))
+    time.sleep(0.01)
+    new, new_sha = put(file_server, "m.ckpt", 1 * MB, seed=2)  # same size, other bytes: new ETag
+    resolved = download.resolve_url(UrlSource(file_server.url_for("m.ckpt")), settings())
+    events = []
+    download.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=events.append)
+    assert (tmp_path / "d" / "m.ckpt").read_bytes() == new
+    last = file_server.stats.requests_for("/m.ckpt", "GET")[-1]
+    assert last.header("Range") is None or any(isinstance(e, Retrying) and "changed" in e.reason for e in events)
+
+
+def test_cancel_is_prompt_and_keeps_the_partial_file(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 2 * MB)
+    file_server.faults.throttle("/m.safetensors", 400_000)
+    cancel = threading.Event()
+    events = []
+
+    def on_event(e):
+        events.append(e)
+        if isinstance(e, FileProgress) and e.done > 200_000:
+            cancel.set()
+
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("err", _catch(lambda: download.download(
+        one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p",
+        settings=settings(split_size=64 * MB), on_event=on_event, cancel=cancel))))
+    t.start()
+    t.join(30)
+    assert not t.is_alive()
+    assert isinstance(box["err"], Cancelled)
+    sidecar = [p for p in (tmp_path / "p").iterdir() if p.suffix == ".json"]
+    assert sidecar and json.loads(sidecar[0].read_text())["done"][0][1] > 0
+    file_server.faults.clear()
+    before = file_server.stats.served("/m.safetensors")
+    download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    assert (tmp_path / "d" / "m.safetensors").read_bytes() == data
+    assert file_server.stats.served("/m.safetensors") - before < len(data)
+
+
+def test_cancel_during_a_stalled_read(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 1 * MB)
+    file_server.faults.stall("/m.safetensors", seconds=60, after_bytes=100_000)
+    cancel = threading.Event()
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("err", _catch(lambda: download.download(
+        one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p",
+        settings=settings(read_timeout=60), cancel=cancel))))
+    t.start()
+    while file_server.stats.served("/m.safetensors") < 100_000:
+        time.sleep(0.05)
+    cancel.set()
+    t.join(30)
+    assert not t.is_alive() and isinstance(box["err"], Cancelled)
+
+
+def interrupt(server, path: str, after_bytes: int):
+    """Make the next download of ``path`` stop for good after ``after_bytes`` (a partial file is left)."""
+    server.faults.drop(path, after_bytes=after_bytes, times=1)
+
+    def on_event(e):
+        if isinstance(e, Retrying):
+            server.faults.status(path, 404, times=1)
+
+    return on_event
+
+
+def _catch(fn):
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+    return None
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from invokeai_model_install import download
+    rf = download.RemoteFile(sys.argv[1], "big.safetensors", int(sys.argv[2]), sys.argv[3])
+    res = download.Resolved((rf,), None, "big", None, rf.size)
+    s = download.DownloadSettings(hf_endpoint="http://127.0.0.1:9", split_size=1 << 20, max_connections=2, sidecar_interval=0.1)
+    download.download(res, Path(sys.argv[4]), partial_dir=Path(sys.argv[5]), settings=s)
+    """
+)
+
+
+def test_sigkill_mid_file_then_a_new_process_fetches_only_the_rest(file_server, tmp_path):
+    data, sha = put(file_server, "big.safetensors", 4 * MB)
+    path = "/big.safetensors"
+    file_server.faults.throttle(path, 1_000_000)
+    dest, part = tmp_path / "dest", tmp_path / "part"
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, file_server.url_for("big.safetensors"), str(len(data)), sha, str(dest), str(part)])
+    try:
+        deadline = time.monotonic() + 60
+        while file_server.stats.served(path) < 1_500_000 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let a sidecar save happen after that
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    first = file_server.stats.served(path)
+    assert 0 < first < len(data)
+    assert not (dest / "big.safetensors").exists()
+    file_server.faults.clear()
+    events = []
+    res = download.download(
+        Resolved((RemoteFile(file_server.url_for("big.safetensors"), "big.safetensors", len(data), sha),), None, "big", None, len(data)),
+        dest, partial_dir=part, settings=settings(split_size=1 * MB, max_connections=2), on_event=events.append,
+    )
+    assert (dest / "big.safetensors").read_bytes() == data and res.sha256["big.safetensors"] == sha
+    second = file_server.stats.served(path) - first
+    assert second < len(data)
+    assert first + second < 2 * len(data)
+    started = [e for e in events if isinstance(e, FileStarted)][0]
+    assert started.resumed_from > 0 and res.fetched_bytes == second
+
+
+def test_offline_mode(file_server, tmp_path):
+    data, sha = put(file_server, "m.pt", 1000)
+    with pytest.raises(OfflineError, match="m.pt"):
+        download.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(offline=True))
+    with pytest.raises(OfflineError):
+        download.resolve_url(UrlSource(file_server.url_for("m.pt")), settings(offline=True))
+    assert file_server.stats.requests == []
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "m.pt").write_bytes(data)
+    res = download.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(offline=True))
+    assert res.fetched_bytes == 0 and res.sha256["m.pt"] == sha
+    assert file_server.stats.requests == []
+
+
+def test_disk_space_is_checked_before_starting(file_server, tmp_path):
+    data, sha = put(file_server, "m.pt", 5000)
+    with pytest.raises(DiskSpaceError) as err:
+        download.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(disk_free=lambda p: 1234))
+    assert "5000 bytes" in str(err.value) and "1234 bytes" in str(err.value)
+    assert file_server.stats.requests == []
+    with pytest.raises(DiskSpaceError, match=str(10**18)):
+        download.check_disk_space(10**18, tmp_path / "not" / "yet")
+    download.check_disk_space(1, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "disposition, expected",
+    [
+        ('attachment; filename="../../evil.ckpt"', "evil.ckpt"),
+        ('attachment; filename="/etc/passwd"', "passwd"),
+        ("attachment; filename=\"bad\x01\x1bname.safetensors\"", "badname.safetensors"),
+        ("attachment; filename*=UTF-8''..%2F..%2Fx%C3%A9.safetensors", "xé.safetensors"),
+        ('attachment; filename=".."', "42"),
+    ],
+)
+def test_malicious_content_disposition_names_stay_inside(file_server, tmp_path, disposition, expected):
+    data, sha = put(file_server, "real.safetensors", 4000)
+    url = file_server.route("/api/download/models/42", "real.safetensors")
+    file_server.content_disposition["real.safetensors"] = disposition
+    resolved = download.resolve_url(UrlSource(url), settings())
+    assert resolved.files[0].relpath == expected and resolved.files[0].size == len(data)
+    res = download.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    assert res.paths[expected].resolve().parent == (tmp_path / "d").resolve()
+    assert res.paths[expected].read_bytes() == data
+
+
+@pytest.mark.parametrize("relpath", ["../evil.ckpt", "/etc/passwd", "a/../../b.ckpt", "x\x00y.ckpt", "c:\\x.ckpt", "a\\..\\b"])
+def test_unsafe_relpaths_are_refused(file_server, tmp_path, relpath):
+    rf = RemoteFile(file_server.url_for("x"), relpath, 1, None)
+    with pytest.raises(UnsafeNameError):
+        download.download(Resolved((rf,), None, "x", None, 1), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    assert file_server.stats.requests == []
+
+
+def test_resolve_url_name_size_and_hash(file_server, tmp_path):
+    data, sha = put(file_server, "sub/Fancy Model.safetensors", 7000)
+    r = download.resolve_url(UrlSource(file_server.url_for("sub/Fancy Model.safetensors"), sha256=sha), settings())
+    (rf,) = r.files
+    assert (rf.relpath, rf.size, rf.sha256, r.total_size) == ("Fancy Model.safetensors", 7000, sha, 7000)
+    assert r.commit is None and r.kind_hint is None
+
+
+def test_token_never_reaches_a_foreign_host(file_server, other_file_server, tmp_path):
+    data, sha = put(other_file_server, "cdn.safetensors", 300_000)
+    (file_server.folder / "placeholder").write_bytes(b"")
+    url = file_server.route("/api/download/models/7", "placeholder")
+    file_server.faults.redirect("/api/download/models/7", other_file_server.url_for("cdn.safetensors"))
+    host = f"{file_server.host}:{file_server.port}"
+    secret = "civitai-secret-token-123"
+    s = settings(url_tokens=((host, secret),))
+    events = []
+    resolved = download.resolve_url(UrlSource(url, sha256=sha), s)
+    res = download.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=s, on_event=events.append)
+    assert res.paths["cdn.safetensors"].read_bytes() == data
+    assert other_file_server.stats.requests and other_file_server.stats.auth_headers() == []
+    assert set(file_server.stats.auth_headers()) == {f"Bearer {secret}"}
+    assert secret not in repr(s) and all(secret not in repr(e) for e in events)
+
+
+def test_token_in_url_query_is_not_written_to_the_sidecar(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 1 * MB)
+    url = file_server.url_for("m.safetensors") + "?token=supersecret123"
+    rf = RemoteFile(url, "m.safetensors", len(data), sha)
+    with pytest.raises(NotFoundError) as err:
+        download.download(Resolved((rf,), None, "m", None, len(data)), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.safetensors", 200_000))
+    assert "supersecret123" not in err.value.one_line()
+    for p in (tmp_path / "p").iterdir():
+        assert "supersecret123" not in p.name
+        if p.suffix == ".json":
+            assert "supersecret123" not in p.read_text()
+
+
+def test_settings_from_env(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("hf_from_store\n")
+    env = {
+        "HF_ENDPOINT": "http://mirror.example:8080/",
+        "HF_HUB_OFFLINE": "1",
+        "INVOKEAI_MAX_CONNECTIONS": "3",
+        "CIVITAI_API_TOKEN": "civ",
+        "INVOKEAI_URL_TOKENS": "models.example.org=abc, *.cdn.example:8443=def",
+        "HF_TOKEN_PATH": str(token_file),
+    }
+    s = DownloadSettings.from_env(env)
+    assert s.hf_endpoint == "http://mirror.example:8080" and s.offline and s.max_connections == 3
+    assert s.hf_token == "hf_from_store"
+    assert s.url_tokens == (("civitai.com", "civ"), ("models.example.org", "abc"), ("*.cdn.example:8443", "def"))
+    assert "hf_from_store" not in repr(s) and "civ'" not in repr(s)
+    s2 = DownloadSettings.from_env({"HF_TOKEN": "hf_env", "HF_TOKEN_PATH": str(token_file), "INVOKEAI_MAX_CONNECTIONS": "x"})
+    assert s2.hf_token == "hf_env" and s2.hf_endpoint == "https://huggingface.co" and not s2.offline and s2.max_connections == 8
+    assert DownloadSettings.from_env({"HF_TOKEN_PATH": str(tmp_path / "none")}).hf_token is None
+
+
+def test_partial_state_is_thrown_away_when_the_size_changed(file_server, tmp_path):
+    data, sha = put(file_server, "m.ckpt", 600_000)
+    with pytest.raises(NotFoundError):
+        download.download(one(file_server, "m.ckpt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.ckpt", 100_000))
+    data2, sha2 = put(file_server, "m.ckpt", 700_000, seed=5)
+    before = file_server.stats.served("/m.ckpt")
+    download.download(one(file_server, "m.ckpt", data2, sha2), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    assert (tmp_path / "d" / "m.ckpt").read_bytes() == data2
+    assert file_server.stats.served("/m.ckpt") - before == len(data2)
