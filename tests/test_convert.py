@@ -1,0 +1,471 @@
+"""convert.convert_checkpoint: single file -> diffusers, offline, exact, atomic.
+
+Round trips use the tiny models of tests/plugin_models.py: diffusers folder -> the tests' own
+single-file writer (tests/modelgen.py, itself checked against diffusers) -> our converter ->
+diffusers folder, which must hold the ORIGINAL weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from invokeai_model_install import convert, events
+from invokeai_model_install.errors import (ConversionError, InstallerError, ProbeError, QuestionUnanswered,
+                                           UsageError)
+from tests import modelgen
+
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _assert_same_weights(original: Path, converted: Path, *, dtype=None, components=COMPONENTS) -> int:
+    import torch
+
+    compared = 0
+    for comp in components:
+        if not (original / comp).is_dir():
+            assert not (converted / comp).exists(), comp
+            continue
+        a, b = modelgen._load(original / comp), modelgen._load(converted / comp)
+        assert a.keys() == b.keys(), (comp, sorted(set(a) ^ set(b))[:5])
+        for key, want in a.items():
+            got = b[key]
+            if dtype is not None:
+                assert got.dtype == dtype, (comp, key, got.dtype)
+                want = want.to(dtype)
+            assert torch.equal(got, want), f"{comp}: {key} differs"
+            compared += 1
+    return compared
+
+
+def _model_config(cls_name: str, path: Path) -> dict:
+    """A component's config as the model class sees it (defaults filled in)."""
+    import diffusers
+    import torch
+
+    cls = getattr(diffusers, cls_name)
+    doc = json.loads(path.read_text())
+    with torch.device("meta"):
+        model = cls.from_config({k: v for k, v in doc.items() if not k.startswith("_")})
+    return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+
+
+TEXT_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+             "max_position_embeddings", "hidden_act", "architectures", "layer_norm_eps")
+
+
+def _assert_same_configs(original: Path, converted: Path) -> None:
+    assert _model_config("UNet2DConditionModel", original / "unet" / "config.json") == \
+        _model_config("UNet2DConditionModel", converted / "unet" / "config.json")
+    assert _model_config("AutoencoderKL", original / "vae" / "config.json") == \
+        _model_config("AutoencoderKL", converted / "vae" / "config.json")
+    for te in ("text_encoder", "text_encoder_2"):
+        if (original / te).is_dir():
+            a = json.loads((original / te / "config.json").read_text())
+            b = json.loads((converted / te / "config.json").read_text())
+            keys = TEXT_KEYS + (("projection_dim",) if a["architectures"] == ["CLIPTextModelWithProjection"] else ())
+            assert {k: a.get(k) for k in keys} == {k: b.get(k) for k in keys}, te
+    for rel in ("scheduler/scheduler_config.json", "model_index.json"):
+        a = json.loads((original / rel).read_text())
+        b = json.loads((converted / rel).read_text())
+        a.pop("_diffusers_version", None)
+        b.pop("_diffusers_version", None)
+        assert a == b, rel
+    for tok in ("tokenizer", "tokenizer_2"):
+        assert (original / tok).is_dir() == (converted / tok).is_dir()
+        if (original / tok).is_dir():
+            for f in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+                assert (original / tok / f).read_bytes() == (converted / tok / f).read_bytes(), f"{tok}/{f}"
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".converting-" in p.name)
+
+
+# --------------------------------------------------------------------------------- round trips
+
+ROUND_TRIPS = [
+    ("sd-1", "safetensors", None),
+    ("sd-1-inpaint", "safetensors", None),
+    ("sd-2", "safetensors", "epsilon"),
+    ("sd-2-v", "ckpt", "v"),
+    ("sdxl", "safetensors", None),
+    ("sdxl-refiner", "ckpt", None),
+]
+
+
+@pytest.mark.parametrize("kind,fmt,answer", ROUND_TRIPS)
+def test_round_trip_is_exact_and_loads_offline(kind, fmt, answer, tiny_models, tiny_checkpoints, tmp_path,
+                                               no_network):
+    import diffusers
+
+    src = tiny_checkpoints[kind, fmt]
+    before = _sha(src)
+    seen: list = []
+    out = convert.convert_checkpoint(src, tmp_path / "out", precision="fp32", prediction_type=answer,
+                                     on_event=seen.append)
+    assert out == tmp_path / "out"
+    assert _assert_same_weights(tiny_models[kind], out) > 400
+    _assert_same_configs(tiny_models[kind], out)
+    assert _sha(src) == before  # the original is only read
+    assert _leftovers(tmp_path) == []
+    assert any(isinstance(e, events.ItemConverted) and e.path == str(out) for e in seen)
+    assert any(isinstance(e, events.StageChanged) and e.stage == "convert" for e in seen)
+    assert all(p.suffix != ".bin" for p in out.rglob("*"))  # safetensors weights only
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(out), local_files_only=True)
+    assert type(pipe).__name__ == json.loads((out / "model_index.json").read_text())["_class_name"]
+    want = "v_prediction" if kind == "sd-2-v" else "epsilon"
+    assert pipe.scheduler.config.prediction_type == want
+
+
+def test_loads_in_a_fresh_offline_process_with_an_empty_hf_cache(tiny_checkpoints, tmp_path):
+    out = convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "out", precision="fp16")
+    empty_home = tmp_path / "hf-home"
+    empty_home.mkdir()
+    code = textwrap.dedent(f"""
+        import torch, diffusers
+        pipe = diffusers.DiffusionPipeline.from_pretrained({str(out)!r}, local_files_only=True, dtype=torch.float16)
+        tok = pipe.tokenizer
+        assert len(tok) == 49408 and tok.model_max_length == 77, (len(tok), tok.model_max_length)
+        assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+        assert pipe.unet.dtype == torch.float16
+        print("LOADED", type(pipe).__name__)
+    """)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(empty_home), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_ENDPOINT="http://127.0.0.1:9")  # anything that did try the network would fail fast
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LOADED StableDiffusionPipeline" in proc.stdout
+    assert not any(empty_home.rglob("*.safetensors"))  # nothing fetched into the cache
+
+
+def test_ckpt_with_ema_and_lightning_callbacks_uses_ema(tiny_models, tiny_checkpoints, tmp_path):
+    src = tiny_checkpoints["sd-1", "ckpt", "ema", "lightning", "step=470000"]
+    notes: list = []
+    out = convert.convert_checkpoint(src, tmp_path / "out", precision="fp32", on_event=notes.append)
+    # the EMA copies hold the folder's weights; the plain ones are shifted by +1
+    _assert_same_weights(tiny_models["sd-1"], out)
+    assert any(isinstance(e, events.ItemNote) and "EMA" in e.message for e in notes)
+
+
+def test_safetensors_with_ema_uses_ema(tiny_models, tiny_checkpoints, tmp_path):
+    out = convert.convert_checkpoint(tiny_checkpoints["sdxl", "safetensors", "ema"], tmp_path / "out",
+                                     precision="fp32")
+    _assert_same_weights(tiny_models["sdxl"], out, components=("unet",))
+
+
+def test_fp16_output(tiny_models, tiny_checkpoints, tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    out = convert.convert_checkpoint(tiny_checkpoints["sdxl", "ckpt"], tmp_path / "out", precision="fp16")
+    _assert_same_weights(tiny_models["sdxl"], out, dtype=torch.float16)
+    with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}
+    assert json.loads((out / "text_encoder_2" / "config.json").read_text())["dtype"] == "float16"
+
+
+def test_fp16_input_to_fp32_output_is_exact(tiny_models, tmp_path):
+    """An fp16 checkpoint converted to fp32 gives the fp16 values, widened."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src32 = modelgen.write_single_file(tiny_models["sd-1"], tmp_path / "a.safetensors")
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src32)).items()}
+    save_file(half, str(tmp_path / "half.safetensors"))
+    out = convert.convert_checkpoint(tmp_path / "half.safetensors", tmp_path / "out", precision="fp32")
+    a = modelgen._load(tiny_models["sd-1"] / "unet")
+    b = modelgen._load(out / "unet")
+    assert all(b[k].dtype == torch.float32 and torch.equal(b[k], a[k].half().float()) for k in a)
+
+
+# --------------------------------------------------------------------------------- prediction type
+
+
+def _copy(src: Path, folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(src, folder / name))
+
+
+def test_sd2_undecided_asks_and_leaves_nothing(tiny_checkpoints, tmp_path):
+    src = _copy(tiny_checkpoints["sd-2", "safetensors"], tmp_path / "in", "model.safetensors")
+    with pytest.raises(QuestionUnanswered) as info:
+        convert.convert_checkpoint(src, tmp_path / "out")
+    assert "model.safetensors" in info.value.one_line() and "--prediction-type" in info.value.one_line()
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+    out = convert.convert_checkpoint(src, tmp_path / "out", prediction_type="epsilon")
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == "epsilon"
+    assert json.loads((out / "unet" / "config.json").read_text())["sample_size"] == 64
+
+
+def test_sd2_answer_v_sets_v_prediction_and_768_skeleton(tiny_checkpoints, tmp_path):
+    out = convert.convert_checkpoint(tiny_checkpoints["sd-2", "ckpt"], tmp_path / "out", prediction_type="v")
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    unet = json.loads((out / "unet" / "config.json").read_text())
+    assert unet["sample_size"] == 96 and unet["upcast_attention"] is True
+
+
+@pytest.mark.parametrize("step,want", [(110000, "v_prediction"), (220000, "epsilon")])
+def test_sd2_global_step_decides(step, want, tiny_checkpoints, tmp_path):
+    out = convert.convert_checkpoint(tiny_checkpoints["sd-2", "ckpt", f"step={step}"], tmp_path / "out")
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == want
+
+
+def test_companion_yaml_v_overrides(tiny_checkpoints, tmp_path):
+    src = _copy(tiny_checkpoints["sd-2", "safetensors"], tmp_path / "in", "my-model.safetensors")
+    (tmp_path / "in" / "my-model.yaml").write_text(textwrap.dedent("""
+        model:
+          target: ldm.models.diffusion.ddpm.LatentDiffusion
+          params:
+            parameterization: "v"
+            scale_factor: 0.18215
+            unet_config:
+              params:
+                num_head_channels: 64
+                use_linear_in_transformer: true
+                context_dim: 1024
+            cond_stage_config:
+              params:
+                layer: "penultimate"
+    """))
+    notes: list = []
+    out = convert.convert_checkpoint(src, tmp_path / "out", precision="fp32", on_event=notes.append)
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    assert any(isinstance(e, events.ItemNote) and "my-model.yaml" in e.message for e in notes)
+
+
+def test_companion_yaml_without_v_means_epsilon_and_explicit_answer_wins(tiny_checkpoints, tmp_path):
+    src = _copy(tiny_checkpoints["sd-2", "safetensors"], tmp_path / "in", "m.safetensors")
+    (tmp_path / "in" / "m.yaml").write_text("model:\n  params:\n    linear_start: 0.00085\n")
+    out = convert.convert_checkpoint(src, tmp_path / "out")
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "epsilon"
+    out2 = convert.convert_checkpoint(src, tmp_path / "out2", prediction_type="v")
+    assert json.loads((out2 / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+
+
+def test_explicit_config_yaml(tiny_checkpoints, tmp_path):
+    yaml_path = tmp_path / "v2-inference-v.yaml"
+    yaml_path.write_text('model:\n  params:\n    parameterization: "v"\n')
+    out = convert.convert_checkpoint(tiny_checkpoints["sd-2", "safetensors"], tmp_path / "out",
+                                     config_yaml=yaml_path)
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+
+
+# --------------------------------------------------------------------------------- companion VAE
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".vae.safetensors", "safetensors"), (".vae.pt", "ckpt")])
+def test_companion_vae_replaces_the_vae(suffix, fmt, tiny_models, tiny_checkpoints, tmp_path):
+    import torch
+
+    src = _copy(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "in", "model.safetensors")
+    modelgen.make_vae_file(tmp_path / "in" / f"model{suffix}", fmt, kind="sd-1", seed=7)
+    notes: list = []
+    out = convert.convert_checkpoint(src, tmp_path / "out", precision="fp32", on_event=notes.append)
+    want = modelgen.tiny_vae_state_dict("sd-1", seed=7)
+    got = modelgen._load(out / "vae")
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    _assert_same_weights(tiny_models["sd-1"], out, components=("unet", "text_encoder"))
+    assert any(isinstance(e, events.ItemNote) and f"model{suffix}" in e.message for e in notes)
+
+
+def test_explicit_vae_argument(tiny_checkpoints, tiny_extras, tmp_path):
+    import torch
+
+    out = convert.convert_checkpoint(tiny_checkpoints["sd-1", "ckpt"], tmp_path / "out", precision="fp32",
+                                     vae=tiny_extras["vae.ckpt"])
+    want = modelgen.tiny_vae_state_dict("sd-1", seed=7)
+    got = modelgen._load(out / "vae")
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_vae_of_another_shape_is_refused(tiny_checkpoints, tmp_path):
+    src = _copy(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "in", "model.safetensors")
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"encoder.conv_in.weight": torch.zeros(8, 3, 3, 3), "decoder.conv_in.weight": torch.zeros(8, 4, 3, 3),
+               "encoder.down.0.block.0.conv1.weight": torch.zeros(8, 8, 3, 3),
+               "decoder.conv_out.weight": torch.zeros(3, 8, 3, 3)},
+              str(tmp_path / "in" / "model.vae.safetensors"))
+    with pytest.raises(ConversionError, match="does not fit"):
+        convert.convert_checkpoint(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------- failures
+
+
+def test_truncated_safetensors_leaves_nothing(tiny_checkpoints, tmp_path):
+    data = tiny_checkpoints["sd-1", "safetensors"].read_bytes()
+    src = tmp_path / "cut.safetensors"
+    src.write_bytes(data[: len(data) // 2])
+    before = _sha(src)
+    with pytest.raises(InstallerError) as info:
+        convert.convert_checkpoint(src, tmp_path / "out")
+    assert isinstance(info.value, (ConversionError, ProbeError))
+    assert "cut.safetensors" in info.value.one_line()
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == [] and _sha(src) == before
+
+
+def test_truncated_ckpt_leaves_nothing(tiny_checkpoints, tmp_path):
+    data = tiny_checkpoints["sd-1", "ckpt"].read_bytes()
+    src = tmp_path / "cut.ckpt"
+    src.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(InstallerError):
+        convert.convert_checkpoint(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_failure_while_writing_removes_the_temporary_folder(tiny_checkpoints, tmp_path, monkeypatch):
+    calls = []
+    real = convert._write_component
+
+    def fail_on_second(out, folder, precision, device):
+        calls.append(out.folder)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(out, folder, precision, device)
+
+    monkeypatch.setattr(convert, "_write_component", fail_on_second)
+    with pytest.raises(ConversionError) as info:
+        convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "out")
+    assert "No space left" in info.value.one_line()
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_corrupt_tensor_layout_is_a_conversion_error(tiny_checkpoints, tmp_path):
+    """A checkpoint with a layer missing fails the shape check before anything is written."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(tiny_checkpoints["sd-1", "safetensors"]))
+    del sd["model.diffusion_model.output_blocks.3.0.in_layers.2.weight"]
+    save_file(sd, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(ConversionError, match="broken.safetensors.*missing"):
+        convert.convert_checkpoint(tmp_path / "broken.safetensors", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_existing_destination_is_never_touched(tiny_checkpoints, tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(ConversionError, match="already exists"):
+        convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], dest)
+    assert (dest / "keep.txt").read_text() == "mine" and len(list(dest.iterdir())) == 1
+
+
+def test_not_a_main_model(tiny_extras, tmp_path):
+    with pytest.raises(ConversionError, match="lora"):
+        convert.convert_checkpoint(tiny_extras["lora-sd-1.safetensors"], tmp_path / "out")
+    with pytest.raises(ConversionError):
+        convert.convert_checkpoint(tmp_path / "missing.safetensors", tmp_path / "out")
+
+
+def test_dangerous_pickle_is_refused_and_never_runs(tmp_path):
+    """A .ckpt whose pickle would run a command is refused before anything loads it."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "evil.ckpt", "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"state_dict": {"x": Evil()}}, protocol=2))
+        zf.writestr("archive/version", "3\n")
+    with pytest.raises(InstallerError):
+        convert.convert_checkpoint(tmp_path / "evil.ckpt", tmp_path / "out")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_device_choices(tiny_checkpoints, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="cuda"):
+            convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "a", device="cuda")
+        assert convert.resolve_device("auto") == "cpu"
+    else:  # pragma: no cover - GPU machines
+        assert convert.resolve_device("auto") == "cuda"
+    with pytest.raises(UsageError):
+        convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "b", device="tpu")
+    with pytest.raises(UsageError):
+        convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "c", precision="int8")
+    out = convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "d", device="cpu")
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+# --------------------------------------------------------------------------------- package data
+
+
+def test_packaged_tokenizer_is_the_real_clip_vocabulary(tmp_path):
+    from transformers import CLIPTokenizer
+
+    for skeleton, pad in (("sd-1", "<|endoftext|>"), ("sd-2", "!")):
+        folder = convert.materialize_skeleton(skeleton, tmp_path / skeleton)
+        tok = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+        assert len(tok) == 49408 and tok.model_max_length == 77 and tok.pad_token == pad
+        assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    vocab = convert.CONVERT_DATA / "clip_tokenizer" / "vocab.json"
+    assert len(list(convert.CONVERT_DATA.rglob("vocab.json"))) == 1  # one shared copy
+    assert len(json.loads(vocab.read_text())) == 49408
+
+
+def test_every_skeleton_is_complete():
+    for name in convert.SKELETONS:
+        folder = convert.skeleton_dir(name)
+        index = json.loads((folder / "model_index.json").read_text())
+        for comp, spec in index.items():
+            if comp.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+                continue
+            if comp.startswith("tokenizer"):
+                assert (folder / comp / "tokenizer_config.json").is_file(), (name, comp)
+            elif comp == "scheduler":
+                assert (folder / comp / "scheduler_config.json").is_file(), name
+            else:
+                assert (folder / comp / "config.json").is_file(), (name, comp)
+
+
+def test_diffusers_accepts_our_skeleton_for_from_single_file(tiny_checkpoints, tmp_path, no_network):
+    """The packaged skeleton is a valid offline config for diffusers' own converter too."""
+    import diffusers
+
+    folder = convert.materialize_skeleton("sd-1", tmp_path / "skeleton")
+    # the skeleton describes the full-size model: diffusers must at least read it offline
+    config = diffusers.StableDiffusionPipeline.load_config(str(folder), local_files_only=True)
+    assert config["_class_name"] == "StableDiffusionPipeline"
+    unet = diffusers.UNet2DConditionModel.load_config(str(folder), subfolder="unet", local_files_only=True)
+    assert unet["cross_attention_dim"] == 768
