@@ -138,3 +138,22 @@ def test_local_convert_to_diffusers(root, tmp_path, tiny_checkpoints):
     assert any(isinstance(e, ev.ItemConverted) for e in seen)
     # converting again: already installed
     assert run(root, src, convert=True)[0].outcomes[0].status == "skipped"
+
+
+def test_placed_but_not_marked_installed_finishes_without_duplicates(root, tmp_path, tiny_extras):
+    """A kill between the models.yaml write and the manifest update: the re-run completes it."""
+    import dataclasses
+
+    src = tmp_path / "lora.safetensors"
+    shutil.copy(tiny_extras["lora-sd-1.safetensors"], src)
+    assert run(root, src)[0].ok
+    m = mf.read_manifest(root, "lora")
+    mf.write_manifest(root, dataclasses.replace(m, state="placed"))
+    result, _ = run(root, src)
+    assert result.ok and result.outcomes[0].name == "lora"
+    assert list(stanzas(root)) == ["lora"] and mf.read_manifest(root, "lora").state == "installed"
+    # and a stanza removed by hand (files kept) is registered again from the manifest
+    with Registry(root.models_yaml).transaction() as doc:
+        doc.remove("lora")
+    result, _ = run(root, src)
+    assert result.outcomes[0].status == "installed" and list(stanzas(root)) == ["lora"]
