@@ -8,6 +8,7 @@ plan).  Installing through the form is in test_tui_end_to_end.py.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -283,17 +284,23 @@ def test_too_small_terminal_says_the_size_needed(root, catalog):
     assert "Traceback" not in raw
 
 
-def test_resize_redraws_and_keeps_working(root, catalog):
+def test_resize_lays_the_form_out_again_and_keeps_the_values(root, catalog):
     with launch(root, catalog, cols=100, rows=35) as term:
-        term.wait_for("IMPORT LOCAL")
-        term.resize(130, 45)
-        term.send("\x0c")  # ask for a full redraw, as a user would after resizing
-        term.wait_for("IMPORT LOCAL")
-        term.resize(90, 30)
-        term.send("\x0c")
-        term.wait_for("IMPORT LOCAL")
-        term.send(keys.SPACE)
+        term.wait_for("[X]  tiny-sd1")
+        term.send(keys.SPACE)  # deselect tiny-sd1
         term.wait_for("[ ]  tiny-sd1")
+        term.send(keys.TAB)
+        term.type("owner/typed-before-resize")
+        term.wait_for("+ 1 import line")
+        term.resize(80, 24)  # smaller: everything, buttons included, must fit again
+        term.wait_for(re.compile(r"^└─+┘$", re.M))  # the frame's bottom corner is on screen
+        assert term.row_of("DONE") < 24 and term.row_of("To download") < 24
+        assert "[ ]  tiny-sd1" in term.text() and "owner/typed-before-resize" in term.text()
+        term.type("-more")  # the focus and the cursor stayed in the import box, at the end
+        term.wait_for("owner/typed-before-resize-more")
+        term.resize(130, 45)
+        term.wait_for(re.compile(r"^│ \[ \]  tiny-sd1 .{100,}3\.00 MB|^│ \[ \]  tiny-sd1 .{100,}1\.00 MB", re.M))
+        assert "owner/typed-before-resize-more" in term.text()
         term.press("CANCEL")
         assert term.wait_exit() == 0
         assert "Traceback" not in term.raw.decode("utf-8", "replace")
@@ -350,3 +357,19 @@ def test_bad_catalogue_prints_one_line_before_curses(root, tmp_path):
         status = term.wait_exit()
         assert "Traceback" not in term.raw.decode("utf-8", "replace")
     assert status == 1
+
+
+def test_colours_on_an_8_colour_terminal(root, catalog):
+    """TERM=xterm has 8 colours: the form uses them (buttons, size line) and draws fine."""
+    assert subprocess.run(["tput", "-T", "xterm", "colors"], capture_output=True, text=True).stdout.strip() == "8"
+    with launch(root, catalog) as term:
+        term.wait_for("To download:")
+        colours = {
+            term.screen.buffer[y][x].fg
+            for y in range(term.rows)
+            for x in range(term.cols)
+            if term.screen.buffer[y][x].data.strip()
+        }
+        assert len(colours - {"default"}) >= 2, colours
+        term.press("CANCEL")
+        assert term.wait_exit() == 0

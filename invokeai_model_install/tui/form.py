@@ -75,10 +75,13 @@ class ModelForm(npyscreen.FormBaseNew):
 
     FIX_MINIMUM_SIZE_WHEN_CREATED = True
 
-    def __init__(self, *args, data: FormData, **keywords) -> None:
+    def __init__(self, *args, data: FormData, restore: model.FormValues | None = None, restore_editw: int = 0, **keywords) -> None:
         self.data = data
+        self.restore = restore
+        self.restore_editw = restore_editw
         self._last_size_line = ""
         super().__init__(*args, **keywords)
+        self._built_for = self._max_physical()
 
     # --- building -------------------------------------------------------------------
 
@@ -168,7 +171,36 @@ class ModelForm(npyscreen.FormBaseNew):
         for name, action, relx in reversed(placed):
             w = self.add(ActionButton, name=name, action=action, rely=row, relx=relx)
             setattr(self, f"w_{name.lower()}", w)
+        if self.restore is not None:
+            self._apply(self.restore)
+            self.editw = max(0, min(self.restore_editw, len(self._widgets__) - 1))
+            self.preserve_selected_widget = True
         self.update_size_line()
+
+    def _apply(self, values: model.FormValues) -> None:
+        """Put ``values`` back into the widgets (after a rebuild for a new terminal size)."""
+        if self.w_installed is not None:
+            self.w_installed.value = [i for i, n in enumerate(self.installed_names) if n in set(values.keep)]
+            self.w_purge.value = values.purge
+        self.w_new.value = [i for i, k in enumerate(self.new_keys) if k in set(values.install)]
+        self.w_imports.value = values.import_text
+        self.w_imports.entry_widget.cursor_position = len(values.import_text)
+        self.w_use_dir.value = values.use_scan_dir
+        self.w_dir.value = values.scan_dir
+        self.w_autoscan.value = values.autoscan
+        self.w_dir.hidden = self.w_autoscan.hidden = not values.use_scan_dir
+        self.w_convert.value = values.convert
+
+    def _resize(self, *args) -> None:
+        """A new terminal size: rebuild the form for it, keeping every value.
+
+        npyscreen only grows a form's pad and moves nothing: on a smaller
+        terminal the lists would stay too tall and the buttons off screen.
+        """
+        if self._max_physical() != self._built_for:
+            self.parentApp.rebuild_main(self.values(), self.editw)
+            return
+        super()._resize(*args)
 
     def _label(self, key: str, width: int) -> str:
         m = self.data.catalog[key]

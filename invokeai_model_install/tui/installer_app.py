@@ -41,9 +41,14 @@ class InstallerApp(npyscreen.NPSAppManaged):
         npyscreen.setTheme(npyscreen.Themes.DefaultTheme)
         self._add_main_form()
 
-    def _add_main_form(self) -> None:
+    def _add_main_form(self, **restore: Any) -> None:
         title = f"INVOKEAI MODEL INSTALLER  (root: {self.layout.root})"
-        self.addForm("MAIN", ModelForm, data=self.data, name=title)
+        self.addForm("MAIN", ModelForm, data=self.data, name=title, **restore)
+
+    def rebuild_main(self, values: Any, editw: int) -> None:
+        """The terminal changed size: a new form laid out for it, with the same values and focus."""
+        self._add_main_form(restore=values, restore_editw=editw)
+        self.switchForm("MAIN")
 
     # --- called by the forms -----------------------------------------------------------
 
