@@ -85,8 +85,9 @@ class _Base:
                 return f"  {lab}: {event.stage}" + (f" {event.detail}" if event.detail else "")
             return None
         if isinstance(event, FileStarted):
-            resumed = f", resuming at {human_bytes(event.resumed_from)}" if event.resumed_from else ""
-            return f"  {lab}: fetching {event.name} ({human_bytes(event.total)}{resumed})"
+            if not event.resumed_from:
+                return None  # the "done" line says it all; a resume is worth a line of its own
+            return f"  {lab}: fetching {event.name} ({human_bytes(event.total)}, resuming at {human_bytes(event.resumed_from)})"
         if isinstance(event, FileFinished):
             return f"  {lab}: {event.name} done ({human_bytes(event.size)}, {human_bytes(event.fetched)} fetched)"
         if isinstance(event, Retrying):

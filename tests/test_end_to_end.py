@@ -377,3 +377,23 @@ def test_dry_run_with_remote_items(root, hub, catalog, capsys):
     assert fetched == item["bytes_to_fetch"]
     planned = resolve_plan(InstallPlan(install_starters=("tiny-sd",)), root, catalog_path=catalog)
     assert planned[0].status == "already installed" and planned[0].bytes_to_fetch == 0
+
+
+def test_scan_command_converts_like_autoconvert(root, tmp_path, tiny_checkpoints, capsys):
+    folder = tmp_path / "autoconvert"
+    folder.mkdir()
+    shutil.copy(tiny_checkpoints["sd-1", "safetensors"], folder / "fresh.safetensors")
+    assert cli.main(["--root", str(root.root), "--scan-dir", str(folder), "--autoscan", "--dry-run"]) == 0
+    assert not root.init_file.read_text().count("--autoconvert")  # a dry run writes nothing
+    capsys.readouterr()
+    root.init_file.write_text(f'--autoconvert "{folder}"\n')
+    assert cli.main(["--root", str(root.root), "scan", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(i["name"], i["status"]) for i in doc["items"]] == [("fresh", "installed")]
+    s = stanzas(root)["fresh"]
+    assert s["format"] == "diffusers" and (root.root / s["path"] / "model_index.json").is_file()
+    # the checkpoint is known now (by its hash in the manifest): a second scan finds nothing new
+    assert cli.main(["--root", str(root.root), "scan", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == []
+    # verify re-hashes what was installed
+    assert cli.main(["--root", str(root.root), "verify", "fresh"]) == 0
