@@ -431,6 +431,11 @@ def _serve(plan, layout, settings, catalog_path, events_q, answers_q, cancel_ev)
 def _process_main(plan, layout, settings, catalog_path, events_q, answers_q, cancel_ev) -> None:
     # The front end owns the terminal (curses, rich, or one error line per failure on stderr):
     # whatever libraries print here (tqdm bars, warnings) goes to a log file instead.
+    import signal
+
+    # Ctrl-C reaches the whole foreground process group: the front end turns it into
+    # cancel() (partials kept, item boundaries respected); the worker must not die of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

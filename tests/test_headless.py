@@ -187,3 +187,20 @@ def test_headless_imports_fast():
     code = "import sys, invokeai_model_install.headless; print([m for m in sys.modules if m.split('.')[0] in ('torch','diffusers','huggingface_hub','rich','npyscreen')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_terminal_question(monkeypatch, capsys):
+    from invokeai_model_install.events import QuestionAsked
+
+    q = QuestionAsked(qid="q1", kind="prediction_type", prompt="epsilon or v?", choices=("epsilon", "v", "skip"),
+                      labels=("eps", "v-pred", "skip it"))
+    answers = iter(["9", "v-pred", "2"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert headless._ask_on_terminal(q, None) == "v"
+    assert "1) eps" in capsys.readouterr().out
+
+    def eof(prompt):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", eof)
+    assert headless._ask_on_terminal(q, None) == "skip"

@@ -152,3 +152,23 @@ def test_results_and_events_pickle():
     assert pickle.loads(pickle.dumps(q)) == q
     err = pickle.loads(pickle.dumps(UnknownModelError("m", "h")))
     assert err.one_line() == "m (h)"
+
+
+def test_worker_process_ignores_ctrl_c_and_cancels(root, hub_server, tiny_models):
+    """SIGINT (Ctrl-C hits the whole process group) does not kill the worker; cancel() stops it cleanly."""
+    layout, _ = root
+    hub_server.add_repo("test/slow", tiny_models["sd-1"])
+    hub_server.faults.throttle("/test/slow/*", 2_000_000)
+    handle = start_install(InstallPlan(imports=("test/slow",)), layout, mode="process")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        e = handle.poll(0.05)
+        if isinstance(e, ev.FileProgress):
+            break
+    os.kill(handle.pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert handle._runner.is_alive()
+    handle.cancel()
+    result = handle.join(120)
+    assert result.cancelled and not result.error and handle._runner.exitcode == 0
+    assert "slow" not in Registry(layout.models_yaml).names()
