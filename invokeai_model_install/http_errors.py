@@ -103,7 +103,7 @@ def error_for_status(
         repo_id = repo_id or _repo_of(url)
         page = f"{(hub_endpoint or 'https://huggingface.co').rstrip('/')}/{repo_id}" if repo_id else shown
         return AuthError(
-            f"{subject} is gated: its license must be accepted before downloading (HTTP {status})",
+            f"{subject} is gated: accept its license at {page} before downloading (HTTP {status})",
             f"accept the license at {page} while logged in, then log in here with `huggingface-cli login` or set HF_TOKEN",
         )
     if code == "RepoNotFound":
@@ -200,7 +200,7 @@ def from_hf_exception(
         return exc
     if isinstance(exc, hf.GatedRepoError):
         return AuthError(
-            f"{repo_id} is a gated model: its license must be accepted before downloading",
+            f"{repo_id} is a gated model: accept its license at {endpoint}/{repo_id} before downloading",
             f"accept the license at {endpoint}/{repo_id} while logged in, then log in here with "
             "`huggingface-cli login` or set HF_TOKEN",
         )
