@@ -57,7 +57,8 @@ SAFE_GLOBALS = frozenset(
     | {f"torch.{name}" for name in TORCH_DTYPES}
     | {
         "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor", "torch._utils._rebuild_parameter",
-        "torch._utils._rebuild_parameter_with_state", "torch._tensor._rebuild_from_type_v2", "torch.Size",
+        "torch._utils._rebuild_parameter_with_state", "torch._utils._rebuild_meta_tensor_no_storage",
+        "torch._tensor._rebuild_from_type_v2", "torch.Size",
         "collections.OrderedDict", "_codecs.encode",
         "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
         "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",

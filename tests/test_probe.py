@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from invokeai_model_install import probe as probe_mod
 from invokeai_model_install.errors import ProbeError
 from invokeai_model_install.probe import ProbeResult, companion_yaml, probe, read_header
 
@@ -83,6 +84,14 @@ def main_spec(ctx: int, in_ch: int = 4, *, xl: bool = False, dtype: str = "float
         spec[K_SD12] = ((32, ctx), dtype)
         spec["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = ((49408, 32), dtype)
     return spec
+
+
+@pytest.fixture(autouse=True, params=["whole-header", "in-place"])
+def header_mode(request, monkeypatch):
+    """Run every test twice: safetensors headers parsed whole, and queried in place (big-header path)."""
+    if request.param == "in-place":
+        monkeypatch.setattr(probe_mod, "FULL_PARSE_BELOW", 0)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -498,3 +507,29 @@ def test_probe_result_is_frozen():
     with pytest.raises(Exception):
         r.kind = "vae"  # type: ignore[misc]
     assert r.reason == "" and r.has_ema is False and r.global_step is None
+
+
+def test_truncated_exactly_at_a_tensor_boundary_is_still_caught(tmp_path):
+    spec = {"a": f32(16), "b": f32(16), K_IN: f32(32, 4, 3, 3), K_SD12: f32(32, 768)}
+    path = write_safetensors(tmp_path / "cut.safetensors", spec)
+    header = read_header(path)  # whole file is fine
+    assert len(header.tensors) == 4
+    n = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    with open(path, "r+b") as f:
+        f.truncate(8 + n + 64)  # after "a" (bytes 0-64): "b" starts exactly at the new end
+    with pytest.raises(ProbeError, match="truncated"):
+        probe(path)
+
+
+def test_trailing_bytes_after_the_tensors_are_tolerated(tmp_path):
+    path = write_safetensors(tmp_path / "pad.safetensors", main_spec(768))
+    with open(path, "ab") as f:
+        f.write(b"\0" * 10)
+    assert probe(path).kind == "main"
+
+
+def test_metadata_text_never_passes_for_tensor_names(tmp_path):
+    decoy = {"note": "model.diffusion_model.input_blocks.0.0.weight", "model_ema.x": "control_model.y"}
+    spec = {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": f32(4, 768)}
+    r = probe(write_safetensors(tmp_path / "lora.safetensors", spec, decoy))
+    assert (r.kind, r.base, r.has_ema) == ("lora", "sd-1", False)
