@@ -279,10 +279,12 @@ def _install(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Inst
     conv_key = spec.key + "#diffusers"
     # 0. already there?  (before any network access: a re-run works offline)
     keys = [conv_key, spec.key] if convert else [spec.key]
+    broken: dict[str, mf.Manifest] = {}  # earlier installs whose files are damaged: repaired in place, same name
     for key in keys:
         for m in mf.find_by_key(layout, key):
             found = _resume_from_manifest(m, spec, ctx, vae)
             if found is None:
+                broken.setdefault(key, m)
                 continue
             if key == spec.key and convert and m.kind == "main" and m.format != "diffusers":
                 # installed earlier as a single file: convert that file, no download
@@ -291,7 +293,7 @@ def _install(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Inst
 
     local = _local_path(spec.source)
     if local is not None:
-        return _install_local(local, spec, ctx, convert=convert, conv_key=conv_key, vae=vae)
+        return _install_local(local, spec, ctx, convert=convert, conv_key=conv_key, vae=vae, broken=broken)
 
     # 1. resolve + download into staging
     ctx.stage("resolve", spec.label)
@@ -325,7 +327,7 @@ def _install(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Inst
         source_text = f"{spec.starter.key} ({spec.starter.repo_id})"
 
     if convert and kind == "main" and single:
-        done = _convert_and_register(subject, spec, ctx, conv_key, vae, source_sha={}, probe_result=pr,
+        done = _convert_and_register(subject, spec, ctx, conv_key, vae, source_sha={}, probe_result=pr, reuse=broken.get(conv_key),
                                      revision=revision, source_text=source_text)
         shutil.rmtree(staged, ignore_errors=True)  # the converted copy is the model; the download is not kept
         return done
@@ -334,11 +336,11 @@ def _install(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Inst
     ctx.stage("place")
     if single:
         folder = layout.kind_dir(kind)
-        name, dest = _choose_file_dest(ctx, spec.base_name, folder, Path(single).name)
+        name, dest = _choose_file_dest(ctx, spec.base_name, folder, Path(single).name, reuse=broken.get(spec.key))
         src_path = subject
     else:
         folder = layout.kind_dir("main-diffusers" if kind == "main" else kind)
-        name, dest = _choose_dir_dest(ctx, spec.base_name, folder)
+        name, dest = _choose_dir_dest(ctx, spec.base_name, folder, reuse=broken.get(spec.key))
         src_path = staged
     stanza = _stanza_for(kind, pr, dest, spec, ctx, vae, single=bool(single), source_path=subject)
     if not single:
@@ -372,7 +374,8 @@ def _local_path(source: Any) -> Path | None:
     return None
 
 
-def _install_local(path: Path, spec: _Spec, ctx: ItemContext, *, convert: bool, conv_key: str, vae: Any) -> _Installed:
+def _install_local(path: Path, spec: _Spec, ctx: ItemContext, *, convert: bool, conv_key: str, vae: Any,
+                   broken: dict[str, mf.Manifest]) -> _Installed:
     """A file or folder on disk: it stays where it is (unless converted)."""
     layout = ctx.layout
     ctx.stage("probe", str(path))
@@ -384,12 +387,13 @@ def _install_local(path: Path, spec: _Spec, ctx: ItemContext, *, convert: bool, 
     if convert and pr.kind == "main" and pr.format != "diffusers":
         ctx.stage("verify", "hashing the source")
         digest = mf.sha256_file(path, ctx.cancel)
-        return _convert_and_register(path, spec, ctx, conv_key, vae, source_sha={layout.relative(path): digest},
+        return _convert_and_register(path, spec, ctx, conv_key, vae, source_sha={layout.relative(path): digest}, reuse=broken.get(conv_key),
                                      probe_result=pr, source_text=str(path))
     ctx.stage("verify", "hashing")
     files = mf.record_files(layout, [path], cancel=ctx.cancel)
     ctx.emit(ItemVerified(files=len(files), bytes=sum(f.size for f in files)))
-    name = _free_name(ctx, spec.base_name)
+    old = broken.get(spec.key)
+    name = old.name if old is not None else _free_name(ctx, spec.base_name)
     stanza = _stanza_for(pr.kind, pr, path, spec, ctx, vae, single=not path.is_dir(), source_path=path)
     m = mf.Manifest(name=name, key=spec.key, source=str(path), kind=pr.kind, format=pr.format,
                     path=layout.relative(path), files=files, state="placed", stanza=stanza)
@@ -398,6 +402,7 @@ def _install_local(path: Path, spec: _Spec, ctx: ItemContext, *, convert: bool, 
 
 
 def _convert_and_register(src: Path, spec: _Spec, ctx: ItemContext, conv_key: str, vae: Any, *, source_sha: dict[str, str],
+                          reuse: mf.Manifest | None = None,
                           probe_result: Any = None, revision: str | None = None, source_text: str | None = None) -> _Installed:
     """Convert a single-file main model into ``models/diffusers/<name>`` and register that."""
     from invokeai_model_install import convert as conv
@@ -405,7 +410,7 @@ def _convert_and_register(src: Path, spec: _Spec, ctx: ItemContext, conv_key: st
     layout = ctx.layout
     pr = probe_result or _probe(src, spec.label)
     prediction = _prediction_type(pr, ctx, spec.label)
-    name, dest = _choose_dir_dest(ctx, spec.base_name, layout.kind_dir("main-diffusers"))
+    name, dest = _choose_dir_dest(ctx, spec.base_name, layout.kind_dir("main-diffusers"), reuse=reuse)
     tmp = layout.partial_dir / f"convert-{_key_hash(conv_key)}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -744,7 +749,9 @@ def _free_name(ctx: ItemContext, base: str) -> str:
     return candidate
 
 
-def _choose_dir_dest(ctx: ItemContext, base: str, folder: Path) -> tuple[str, Path]:
+def _choose_dir_dest(ctx: ItemContext, base: str, folder: Path, reuse: mf.Manifest | None = None) -> tuple[str, Path]:
+    if reuse is not None and ctx.layout.is_inside_models(ctx.layout.absolute(reuse.path)):
+        return reuse.name, ctx.layout.absolute(reuse.path)  # repair a damaged install where it is
     from invokeai_model_install.registry import sanitize_name
 
     taken = set(ctx.registry.names()) | {m.name for m in mf.all_manifests(ctx.layout)}
@@ -756,7 +763,9 @@ def _choose_dir_dest(ctx: ItemContext, base: str, folder: Path) -> tuple[str, Pa
     return candidate, folder / candidate
 
 
-def _choose_file_dest(ctx: ItemContext, base: str, folder: Path, filename: str) -> tuple[str, Path]:
+def _choose_file_dest(ctx: ItemContext, base: str, folder: Path, filename: str, reuse: mf.Manifest | None = None) -> tuple[str, Path]:
+    if reuse is not None and ctx.layout.is_inside_models(ctx.layout.absolute(reuse.path)):
+        return reuse.name, ctx.layout.absolute(reuse.path)
     from invokeai_model_install.registry import sanitize_name
 
     taken = set(ctx.registry.names()) | {m.name for m in mf.all_manifests(ctx.layout)}

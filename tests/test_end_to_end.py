@@ -397,3 +397,15 @@ def test_scan_command_converts_like_autoconvert(root, tmp_path, tiny_checkpoints
     assert json.loads(capsys.readouterr().out)["items"] == []
     # verify re-hashes what was installed
     assert cli.main(["--root", str(root.root), "verify", "fresh"]) == 0
+
+
+def test_damaged_install_is_repaired_in_place(root, hub):
+    assert run(root, InstallPlan(imports=("test/tiny-vae",)))[0].ok
+    weights = root.root / "models/vae/tiny-vae/diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"broken")
+    assert cli.main(["--root", str(root.root), "verify", "tiny-vae"]) == 1
+    result, seen = run(root, InstallPlan(imports=("test/tiny-vae",)))
+    assert result.ok and result.outcomes[0].status == "installed" and result.fetched_bytes > 0
+    assert any(isinstance(e, ev.ItemNote) and "missing or changed" in e.message for e in seen)
+    assert list(stanzas(root)) == ["tiny-vae"]  # same name, no "-2"
+    assert not mf.verify_manifest(root, mf.read_manifest(root, "tiny-vae"), full=True)
