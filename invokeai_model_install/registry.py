@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import re
 import shutil
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -47,6 +48,9 @@ from invokeai_model_install.errors import ConfigError, NameClashError, RegistryL
 
 if TYPE_CHECKING:
     from invokeai_model_install.layout import RootLayout
+
+#: models.yaml files whose lock this thread holds: a nested transaction would wait on itself.
+_held = threading.local()
 
 DEFAULT_HEADER = (
     "# InvokeAI models file: one stanza per installed model.\n"
@@ -391,6 +395,12 @@ class Registry:
         """
         from filelock import FileLock, Timeout  # small; imported here to keep import time low
 
+        held: set[str] = getattr(_held, "paths", None) or set()
+        _held.paths = held
+        key = str(self.path.absolute())
+        if key in held:
+            # flock() from a second descriptor blocks even in the same process: fail now, not after the timeout
+            raise RuntimeError(f"nested models.yaml transaction on {self.path} (programming error)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.lock_path), timeout=self.lock_timeout)
         try:
@@ -399,6 +409,7 @@ class Registry:
             raise RegistryLockedError(
                 f"{self.path} is locked by another process (lock file {self.lock_path}, waited {self.lock_timeout:g} s)"
             ) from None
+        held.add(key)
         try:
             text, _header, doc = self._read()
             # Compare renderings, not text: a hand-written file (flow style, other spacing)
@@ -409,6 +420,7 @@ class Registry:
             if new_text != before:
                 atomic_write_text(self.path, new_text, backup=self.orig_path if text else None)
         finally:
+            held.discard(key)
             lock.release()
 
     def ensure_exists(self) -> None:

@@ -352,3 +352,14 @@ def test_purge_model_files_deletes_only_inside_models(tmp_path: Path) -> None:
     assert layout.partial_dir.is_dir() and shared.exists()
     deleted, kept = purge_model_files(layout, {"weights": str(outside)}, {})
     assert deleted == [] and kept == [(outside, f"outside {layout.models_dir}")] and outside.exists()
+
+
+def test_nested_transaction_fails_at_once_instead_of_waiting_on_itself(models_yaml: Path) -> None:
+    reg = Registry(models_yaml, lock_timeout=60)
+    with pytest.raises(RuntimeError, match="nested"):
+        with reg.transaction():
+            with Registry(models_yaml).transaction():
+                pass
+    with reg.transaction() as doc:  # the lock was released: usable again
+        doc.add("after", {"description": "ok"})
+    assert "after" in reg.names()
