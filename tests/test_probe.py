@@ -533,3 +533,95 @@ def test_metadata_text_never_passes_for_tensor_names(tmp_path):
     spec = {"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": f32(4, 768)}
     r = probe(write_safetensors(tmp_path / "lora.safetensors", spec, decoy))
     assert (r.kind, r.base, r.has_ema) == ("lora", "sd-1", False)
+
+
+# --- the shared tiny, structurally real models (tests/plugin_models.py) ---------------------------
+
+from tests.modelgen import BASE_OF, KINDS  # noqa: E402
+
+_PIPELINE_PREDICTION = {"sd-2-v": "v"}
+
+
+def _variant(kind: str) -> str:
+    return "inpaint" if kind.endswith("-inpaint") else "normal"
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_tiny_diffusers_folders(tiny_models, kind):
+    r = probe(tiny_models[kind])
+    assert (r.kind, r.format, r.dtype) == ("main", "diffusers", "float32")
+    assert (r.base, r.variant) == (BASE_OF[kind], _variant(kind))
+    assert r.prediction_type == _PIPELINE_PREDICTION.get(kind, "epsilon")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "ckpt"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_tiny_single_file_checkpoints(tiny_checkpoints, kind, fmt):
+    r = probe(tiny_checkpoints[kind, fmt])
+    assert (r.kind, r.format) == ("main", fmt)
+    assert (r.base, r.variant) == (BASE_OF[kind], _variant(kind))
+    if BASE_OF[kind] != "sd-2":
+        assert r.prediction_type == "epsilon"
+    elif kind == "sd-2-inpaint":
+        assert r.prediction_type == "epsilon"
+    else:  # the weights cannot tell; the fixture's global_step is 0
+        assert r.prediction_type == "undecided"
+    assert r.has_ema is False and r.dtype == "float32"
+
+
+@pytest.mark.parametrize("fmt, step, expected", [("ckpt", 110000, "v"), ("ckpt", 220000, "epsilon"),
+                                                 ("safetensors", 110000, "v"), ("safetensors", 220000, "epsilon")])
+def test_tiny_sd2_global_step(tiny_checkpoints, fmt, step, expected):
+    r = probe(tiny_checkpoints["sd-2", fmt, f"step={step}"])
+    assert (r.base, r.global_step, r.prediction_type) == ("sd-2", step, expected)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "ckpt"])
+def test_tiny_checkpoint_with_ema(tiny_checkpoints, fmt):
+    assert probe(tiny_checkpoints["sd-1", fmt, "ema"]).has_ema is True
+
+
+def test_tiny_lightning_checkpoint(tiny_checkpoints):
+    r = probe(tiny_checkpoints["sd-1", "ckpt", "lightning"])
+    assert (r.kind, r.base, r.variant) == ("main", "sd-1", "normal")
+
+
+def test_tiny_companion_yaml_on_a_real_checkpoint(tiny_checkpoints, tmp_path):
+    src = tiny_checkpoints["sd-2-v", "safetensors"]
+    local = tmp_path / "model.safetensors"
+    os.symlink(src, local)
+    (tmp_path / "model.yaml").write_text(V_YAML)
+    assert probe(local).prediction_type == "v"
+
+
+@pytest.mark.parametrize(
+    "name, kind, base",
+    [
+        ("vae.safetensors", "vae", None),
+        ("vae.ckpt", "vae", None),
+        ("lora-sd-1.safetensors", "lora", "sd-1"),
+        ("lora-sd-2.safetensors", "lora", "sd-2"),
+        ("lora-sdxl.safetensors", "lora", "sdxl"),
+        ("embedding.pt", "embedding", "sd-1"),
+        ("embedding.safetensors", "embedding", "sd-1"),
+        ("embedding-sd-2.pt", "embedding", "sd-2"),
+        ("controlnet-sd-1.safetensors", "controlnet", "sd-1"),
+    ],
+)
+def test_tiny_extras(tiny_extras, name, kind, base):
+    r = probe(tiny_extras[name])
+    assert (r.kind, r.base, r.variant, r.prediction_type, r.reason) == (kind, base, None, None, "")
+
+
+def test_tiny_random_tensors_are_unknown(tiny_extras):
+    r = probe(tiny_extras["random.safetensors"])
+    assert r.kind == "unknown" and r.reason
+
+
+@needs_proc_io
+def test_tiny_ckpt_probe_reads_only_its_pickle(tiny_checkpoints):
+    path = tiny_checkpoints["sdxl", "ckpt"]
+    before = _bytes_read()
+    assert probe(path).base == "sdxl"
+    read = _bytes_read() - before
+    assert read < path.stat().st_size / 10, f"read {read} of {path.stat().st_size} bytes"

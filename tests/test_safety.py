@@ -392,3 +392,32 @@ def test_classify_global():
     assert classify_global("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint") == "safe"
     assert classify_global("pytorch_lightning.callbacks.early_stopping.EarlyStopping") == "suspicious"
     assert classify_global("mytrainer.Config") == "suspicious"
+
+
+# --- the shared tiny models (tests/plugin_models.py) ---------------------------------------------
+
+
+def test_tiny_lightning_checkpoint_is_safe_and_loads(tiny_checkpoints):
+    path = tiny_checkpoints["sd-1", "ckpt", "lightning"]
+    verdict = scan(path)
+    assert verdict.verdict == "safe"
+    assert any(g.startswith("pytorch_lightning.") for g in verdict.globals)
+    sd = load_state_dict(path)
+    assert any(k.startswith("model.diffusion_model.") for k in sd)
+    assert all(hasattr(v, "shape") for k, v in sd.items() if k.startswith("model.diffusion_model."))
+
+
+@pytest.mark.parametrize("kind", ["sd-1", "sdxl"])
+def test_tiny_models_and_checkpoints_are_safe(tiny_models, tiny_checkpoints, kind):
+    assert scan(tiny_models[kind]).verdict == "safe"
+    for fmt in ("safetensors", "ckpt"):
+        path = tiny_checkpoints[kind, fmt]
+        assert check(path).verdict == "safe"
+        assert len(load_state_dict(path)) > 100
+
+
+@pytest.mark.parametrize("name", ["vae.ckpt", "embedding.pt", "embedding-sd-2.pt"])
+def test_tiny_pickle_extras_are_safe(tiny_extras, name):
+    path = tiny_extras[name]
+    assert scan(path).verdict == "safe"
+    assert load_state_dict(path)
