@@ -20,6 +20,7 @@ Nothing is written to models.yaml for an item that failed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -275,6 +276,36 @@ def _install_starter_vae(starter: Any, ctx: ItemContext) -> Any:
 
 
 def _install(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Installed:
+    # Two installers on one root may pick the same model: the second waits, then finds it installed.
+    with _source_lock(ctx, spec):
+        return _install_locked(spec, ctx, convert=convert, vae=vae)
+
+
+@contextlib.contextmanager
+def _source_lock(ctx: ItemContext, spec: _Spec):
+    """An inter-process lock per source (file lock under ``models/.partial/locks``), cancellable while waiting."""
+    from filelock import FileLock, Timeout
+
+    folder = ctx.layout.partial_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"{_key_hash(spec.key)}.lock"))
+    told = False
+    while True:
+        try:
+            lock.acquire(timeout=0.5)
+            break
+        except Timeout:
+            ctx.check_cancel()
+            if not told:
+                ctx.stage("wait", f"another installer is working on {spec.label}")
+                told = True
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _install_locked(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> _Installed:
     layout = ctx.layout
     conv_key = spec.key + "#diffusers"
     # 0. already there?  (before any network access: a re-run works offline)

@@ -81,7 +81,7 @@ class _Base:
         if isinstance(event, ItemStarted):
             return f"[{self.order.get(event.item, '?')}/{self.count}] {event.label or lab}"
         if isinstance(event, StageChanged):
-            if event.stage in ("download", "convert", "remove", "vae"):
+            if event.stage in ("download", "convert", "remove", "vae", "wait"):
                 return f"  {lab}: {event.stage}" + (f" {event.detail}" if event.detail else "")
             return None
         if isinstance(event, FileStarted):

@@ -409,3 +409,21 @@ def test_damaged_install_is_repaired_in_place(root, hub):
     assert any(isinstance(e, ev.ItemNote) and "missing or changed" in e.message for e in seen)
     assert list(stanzas(root)) == ["tiny-vae"]  # same name, no "-2"
     assert not mf.verify_manifest(root, mf.read_manifest(root, "tiny-vae"), full=True)
+
+
+def test_two_installers_same_model(root, hub):
+    """Both ask for the same repo: one installs it, the other waits and finds it installed."""
+    hub.faults.throttle("/test/tiny-vae/*", 4_000_000)
+    results = []
+
+    def go():
+        results.append(run_plan(InstallPlan(imports=("test/tiny-vae",)), root))
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(r.outcomes[0].status for r in results) == ["installed", "skipped"]
+    assert list(stanzas(root)) == ["tiny-vae"]
+    assert hub.stats.served("*.safetensors") == hub.file("test/tiny-vae", "diffusion_pytorch_model.safetensors").size
