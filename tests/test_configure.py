@@ -140,3 +140,71 @@ def test_token_goes_to_huggingface_store_without_network(tmp_path: Path) -> None
     for path in root.rglob("*"):
         if path.is_file():
             assert token not in path.read_text(errors="replace"), path
+
+
+# --- end to end against the stand-in hub ------------------------------------------------------------
+
+E2E_CATALOG = """
+tiny-sd:
+  description: Tiny SD-1 starter
+  repo_id: test/tiny-sd
+  format: diffusers
+  vae:
+    repo_id: test/tiny-vae
+  recommended: true
+  default: true
+  size: 60000000
+not-recommended:
+  description: Never installed by --yes
+  repo_id: test/absent
+  format: diffusers
+  size: 1
+"""
+
+
+@pytest.fixture
+def e2e_hub(hub_server, tiny_models, tmp_path):
+    hub_server.add_repo("test/tiny-sd", tiny_models["sd-1"])
+    hub_server.add_repo("test/tiny-vae", tiny_models["sd-1"] / "vae")
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(E2E_CATALOG)
+    return hub_server, catalog
+
+
+def _vae_stanzas(layout: RootLayout) -> list[str]:
+    return [
+        name
+        for name, s in Registry(layout.models_yaml).load().items()
+        if str(s.get("path", "")).startswith("models/vae/")
+    ]
+
+
+def test_yes_installs_recommended_and_support_models_and_a_rerun_keeps_everything(e2e_hub, tmp_path, capsys) -> None:
+    hub, catalog = e2e_hub
+    layout = RootLayout(tmp_path / "root")
+    argv = ["--root", str(layout.root), "--yes", "--catalog", str(catalog)]
+    assert configure.main(argv) == 0, capsys.readouterr().err
+    stanzas = Registry(layout.models_yaml).load()
+    assert stanzas["tiny-sd"]["default"] is True
+    assert (layout.root / stanzas["tiny-sd"]["path"] / "model_index.json").is_file()
+    assert "not-recommended" not in stanzas
+    assert len(_vae_stanzas(layout)) == 1  # the support VAE, shared with the starter, installed once
+    served = hub.stats.served("/test/*")
+    assert hub.stats.served("/test/tiny-sd/*") > 0
+    models_before = layout.models_yaml.read_text()
+
+    assert configure.main(argv) == 0, capsys.readouterr().err
+    assert layout.models_yaml.read_text() == models_before
+    assert hub.stats.served("/test/*") == served  # nothing fetched again
+
+
+def test_skip_sd_weights_installs_only_the_support_models(e2e_hub, tmp_path, capsys) -> None:
+    hub, catalog = e2e_hub
+    layout = RootLayout(tmp_path / "root")
+    assert configure.main(["--root", str(layout.root), "--yes", "--skip-sd-weights", "--catalog", str(catalog)]) == 0, (
+        capsys.readouterr().err
+    )
+    stanzas = Registry(layout.models_yaml).load()
+    assert "tiny-sd" not in stanzas
+    assert len(_vae_stanzas(layout)) == 1
+    assert hub.stats.served("/test/tiny-sd/*") == 0
