@@ -57,6 +57,7 @@ from invokeai_model_install.sources import MODEL_SUFFIXES, UrlSource, redact_url
 _TRUE = ("1", "true", "yes", "on")
 _BUF = 1 << 20  # bytes per readinto; one buffer per connection keeps RSS flat whatever the file size
 _USER_AGENT = "invokeai-model-install"
+_HASH_LAG = 8 << 20  # the hasher thread reads back only when in-line hashing fell this far behind
 
 
 # --------------------------------------------------------------------------- settings and data
@@ -544,6 +545,7 @@ class _FileJob:
         self.last_save = 0.0
         self.save_lock = threading.Lock()
         self.restart_lock = threading.Lock()
+        self.hash_lock = threading.Lock()
         self.last_event = 0.0
         self.last_event_done = 0
         self.started_at = time.monotonic()
@@ -624,43 +626,74 @@ class _FileJob:
         return ranges[0][1] if ranges and ranges[0][0] == 0 else 0
 
     # -- hashing ------------------------------------------------------------------------------
+    # The sha256 is computed in file order.  The worker that writes the bytes right at ``hash_pos``
+    # hashes them straight from its receive buffer (no second copy; the kernel keeps the socket
+    # pipeline full meanwhile).  Bytes that arrive out of order (parallel ranges, a resumed prefix)
+    # are read back from the page cache by the hasher thread once they join the contiguous prefix.
     def start_hasher(self) -> None:
-        self.hash_pos = 0
-        self.sha = hashlib.sha256()
-        self.git = hashlib.sha1(f"blob {self.rf.size}\0".encode()) if self.rf.git_oid and self.rf.size >= 0 else None
+        with self.hash_lock:
+            self.hash_pos = 0
+            self.sha = hashlib.sha256()
+            self.git = hashlib.sha1(f"blob {self.rf.size}\0".encode()) if self.rf.git_oid and self.rf.size >= 0 else None
         gen = self.gen
-        self.hasher = threading.Thread(target=self._hash_loop, args=(gen,), daemon=True, name=f"hash:{self.name}")
-        self.hasher.start()
+        hasher = threading.Thread(target=self._hash_loop, args=(gen,), daemon=True, name=f"hash:{self.name}")
+        hasher.start()
+        self.hasher = hasher
+
+    def hash_inline(self, gen: int, pos: int, data: memoryview) -> None:
+        """Hash ``data`` (just written at ``pos``) when it is exactly the next piece of the hash."""
+        if not self.hash_lock.acquire(blocking=False):
+            return  # the hasher thread is reading back: it will cover these bytes
+        try:
+            if self.gen == gen and self.hash_pos == pos:
+                self.sha.update(data)
+                if self.git is not None:
+                    self.git.update(data)
+                self.hash_pos += len(data)
+        finally:
+            self.hash_lock.release()
 
     def _hash_loop(self, gen: int) -> None:
-        # Follows the contiguous prefix: bytes are read back from the page cache right after they were
-        # written, so hashing (GIL released in hashlib) overlaps the transfer, ranges or not.
         buf = None
         view = memoryview(b"")
         while True:
             with self.lock:
-                while self.gen == gen and self.prefix() <= self.hash_pos and not self.finished and self.error is None:
+                while (
+                    self.gen == gen and not self.finished and self.error is None
+                    and self.prefix() - self.hash_pos < _HASH_LAG
+                ):
                     self.lock.wait(0.5)
                 if self.gen != gen or self.error is not None:
                     return
                 upto = self.prefix()
                 complete = self.finished
-            if buf is None and upto > self.hash_pos:
-                buf = bytearray(_BUF)  # allocated only while this file is hashed: RSS stays flat
-                view = memoryview(buf)
-            while self.hash_pos < upto:
-                try:
-                    n = os.preadv(self.fd, [view[: min(len(buf), upto - self.hash_pos)]], self.hash_pos)
-                except OSError:
-                    return  # the file was closed (cancel/failure): the hash is not needed
-                if n <= 0:
-                    break
-                self.sha.update(view[:n])
-                if self.git is not None:
-                    self.git.update(view[:n])
-                self.hash_pos += n
-            if complete and self.hash_pos >= upto:
+            while True:
+                with self.hash_lock:
+                    if self.gen != gen or self.hash_pos >= upto:
+                        break
+                    if buf is None:
+                        buf = bytearray(_BUF)  # allocated only when reading back: RSS stays flat
+                        view = memoryview(buf)
+                    try:
+                        n = os.preadv(self.fd, [view[: min(len(buf), upto - self.hash_pos)]], self.hash_pos)
+                    except OSError:
+                        return  # the file was closed (cancel/failure): the hash is not needed
+                    if n <= 0:
+                        break
+                    self.sha.update(view[:n])
+                    if self.git is not None:
+                        self.git.update(view[:n])
+                    self.hash_pos += n
+            if complete:
                 return
+
+    def hasher_waiting(self) -> bool:
+        """Does the hasher thread need a wake-up (fell behind by the lag)?"""
+        return self.prefix_hint() - self.hash_pos >= _HASH_LAG
+
+    def prefix_hint(self) -> int:
+        with self.lock:
+            return self.prefix()
 
     def notify(self) -> None:
         with self.lock:
@@ -925,11 +958,13 @@ class _Engine:
                     if seg.gen != job.gen or job.fd < 0:
                         return
                     os.pwrite(job.fd, view[:n], pos)
-                    pos += n
-                    seg.pos = pos
-                    job.inflight[seg.sid][1] = pos
+                    job.inflight[seg.sid][1] = pos + n
                     job.fetched += n
-                    job.lock.notify_all()
+                job.hash_inline(seg.gen, pos, view[:n])
+                pos += n
+                seg.pos = pos
+                if job.hasher_waiting():
+                    job.notify()
                 self._progress(job)
                 job.save()
             if end < 0:
