@@ -447,7 +447,12 @@ def _convert_and_register(src: Path, spec: _Spec, ctx: ItemContext, conv_key: st
         shutil.rmtree(tmp)
     ctx.stage("convert", f"{src.name} -> {layout.relative(dest)}")
     started = time.monotonic()
-    kwargs = dict(probe=pr, precision=ctx.plan.precision, device=ctx.plan.device, prediction_type=prediction, on_event=ctx.emit)
+    def forward(event: Event) -> None:
+        # the converter reports its temporary folder; ItemConverted with the final path comes from here
+        if not isinstance(event, ItemConverted):
+            ctx.emit(event)
+
+    kwargs = dict(probe=pr, precision=ctx.plan.precision, device=ctx.plan.device, prediction_type=prediction, on_event=forward)
     try:
         try:
             conv.convert_checkpoint(src, tmp, **kwargs)

@@ -161,7 +161,8 @@ def test_url_checkpoint_with_convert(root, file_server, tiny_checkpoints):
     s = stanzas(root)["dreamy"]
     assert s["format"] == "diffusers" and s["path"] == "models/diffusers/dreamy"
     assert (root.root / "models/diffusers/dreamy/unet/config.json").is_file()
-    assert any(isinstance(e, ev.ItemConverted) for e in seen)
+    converted = [e for e in seen if isinstance(e, ev.ItemConverted)]
+    assert len(converted) == 1 and converted[0].path == "models/diffusers/dreamy"
     assert not any(root.kind_dir("main").glob("*"))  # the downloaded checkpoint was not kept
     m = mf.read_manifest(root, "dreamy")
     assert m.key.endswith("#diffusers") and m.key.startswith("url:")
