@@ -428,3 +428,11 @@ def test_two_installers_same_model(root, hub):
     assert sorted(r.outcomes[0].status for r in results) == ["installed", "skipped"]
     assert list(stanzas(root)) == ["tiny-vae"]
     assert hub.stats.served("*.safetensors") == hub.file("test/tiny-vae", "diffusion_pytorch_model.safetensors").size
+
+
+def test_rerun_needs_no_network(root, hub, monkeypatch):
+    assert run(root, InstallPlan(imports=("test/tiny-vae",)))[0].ok
+    hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result, _ = run(root, InstallPlan(imports=("test/tiny-vae",)))
+    assert result.ok and result.outcomes[0].message == "already installed"
