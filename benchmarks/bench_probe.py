@@ -247,6 +247,12 @@ def bench_folder(root: Path, n_files: int) -> None:
     t_json = timed(lambda: json.loads(st_head[8:]), 20)
     print(f"  reference safetensors.safe_open keys+shapes: {t_so * 1e3:.3f} ms/file "
           f"(ours is {t_so / (t_st / len(sts)):.1f}x faster); json.loads alone of one header {t_json * 1e3:.3f} ms")
+    from invokeai_model_install.safety import scan
+
+    t_scan_ck = timed(lambda: [scan(f) for f in cks[:20]], 2) / 20
+    t_scan_st = timed(lambda: [scan(f) for f in sts[:20]], 2) / 20
+    print(f"safety.scan: zip ckpt {t_scan_ck * 1e3:.2f} ms/file (opcode scan + picklescan), "
+          f"safetensors {t_scan_st * 1e3:.2f} ms/file (whole-header check)")
     t_tl = timed(lambda: [torch.load(str(f), weights_only=True, mmap=True) for f in cks[:20]], 2) / 20
     print(f"  reference torch.load(weights_only=True, mmap=True) of the ckpt: {t_tl * 1e3:.2f} ms/file "
           f"(ours is {t_tl / (t_ck / len(cks)):.1f}x faster)")

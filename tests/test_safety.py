@@ -421,3 +421,12 @@ def test_tiny_pickle_extras_are_safe(tiny_extras, name):
     path = tiny_extras[name]
     assert scan(path).verdict == "safe"
     assert load_state_dict(path)
+
+
+def test_a_pickle_that_breaks_the_fast_scan_is_walked_statically(tmp_path):
+    # BINPERSID with a one-element pid breaks the inert unpickler early; posix.system comes after
+    raw = b"\x80\x02K\x01\x85Q" + b"0" + b"cposix\nsystem\nX\x04\x00\x00\x00true\x85R."
+    path = tmp_path / "odd.pkl"
+    path.write_bytes(raw)
+    verdict = scan(path)
+    assert verdict.verdict == "dangerous" and "posix.system" in verdict.offending
