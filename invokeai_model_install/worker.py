@@ -240,8 +240,14 @@ def run_plan(
     outcomes: list[ItemOutcome] = []
     fetched = 0
     cancelled = False
-    _apply_autoscan(plan, layout, on_event)
-    items = build_items(plan, layout, catalog_path)
+    try:
+        _apply_autoscan(plan, layout, on_event)
+        items = build_items(plan, layout, catalog_path)
+    except InstallerError as err:  # e.g. a broken catalogue or invokeai.init: the plan cannot start
+        on_event(PlanStarted(items=("plan",), labels=("plan",), total_bytes=-1))
+        on_event(ItemFailed(item="plan", message=err.message, hint=err.hint, error=type(err).__name__))
+        on_event(PlanFinished(failed=1))
+        return InstallResult((ItemOutcome("plan", "plan", "failed", message=err.message, hint=err.hint, error=type(err).__name__),))
     total = _known_total(items)
     on_event(PlanStarted(items=tuple(i.id for i in items), labels=tuple(i.label for i in items), total_bytes=total))
     for item in items:
@@ -274,7 +280,7 @@ def run_plan(
             import logging
 
             logging.getLogger(__name__).error("item %s failed unexpectedly:\n%s", item.label, traceback.format_exc())
-            message = f"{item.label}: unexpected {type(exc).__name__}: {exc}"
+            message = f"unexpected {type(exc).__name__}: {exc}"
             hint = "this is a bug in the installer; please report it with this message"
             outcome = ItemOutcome(item.id, item.label, "failed", message=message, hint=hint, error=type(exc).__name__)
             emit(ItemFailed(message=message, hint=hint, error=type(exc).__name__))

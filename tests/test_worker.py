@@ -172,3 +172,13 @@ def test_worker_process_ignores_ctrl_c_and_cancels(root, hub_server, tiny_models
     result = handle.join(120)
     assert result.cancelled and not result.error and handle._runner.exitcode == 0
     assert "slow" not in Registry(layout.models_yaml).names()
+
+
+def test_a_plan_that_cannot_start_is_one_failure(root, tmp_path):
+    layout, _ = root
+    bad = tmp_path / "bad-catalog.yaml"
+    bad.write_text("x: [unclosed\n")
+    seen = []
+    result = run_plan(InstallPlan(install_starters=("x",)), layout, catalog_path=bad, on_event=seen.append)
+    assert not result.ok and result.outcomes[0].error == "ConfigError" and "bad-catalog.yaml" in result.outcomes[0].message
+    assert isinstance(seen[0], ev.PlanStarted) and isinstance(seen[-1], ev.PlanFinished) and seen[-1].failed == 1
