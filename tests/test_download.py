@@ -437,3 +437,37 @@ def test_partial_state_is_thrown_away_when_the_size_changed(file_server, tmp_pat
     download.download(one(file_server, "m.ckpt", data2, sha2), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert (tmp_path / "d" / "m.ckpt").read_bytes() == data2
     assert file_server.stats.served("/m.ckpt") - before == len(data2)
+
+
+def test_a_dropped_range_in_the_middle_is_fetched_again(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 4 * MB)
+    file_server.faults.drop("/m.safetensors", after_bytes=300_000, times=3)
+    res = download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(max_connections=4))
+    assert res.paths["m.safetensors"].read_bytes() == data
+    assert file_server.stats.served("/m.safetensors") == len(data)  # every byte exactly once
+
+
+def test_two_downloads_of_the_same_file_at_once(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 2 * MB)
+    file_server.faults.throttle("/m.safetensors", 4_000_000)
+    results = {}
+
+    def run(name):
+        results[name] = _catch(lambda: download.download(
+            one(file_server, "m.safetensors", data, sha), tmp_path / name, partial_dir=tmp_path / "p", settings=settings()))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {"a": None, "b": None}
+    assert (tmp_path / "a" / "m.safetensors").read_bytes() == data
+    assert (tmp_path / "b" / "m.safetensors").read_bytes() == data
+
+
+def test_zero_byte_file(file_server, tmp_path):
+    (file_server.folder / "empty.txt").write_bytes(b"")
+    rf = RemoteFile(file_server.url_for("empty.txt"), "empty.txt", 0, hashlib.sha256(b"").hexdigest())
+    res = download.download(Resolved((rf,), None, "e", None, 0), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    assert res.paths["empty.txt"].read_bytes() == b""
