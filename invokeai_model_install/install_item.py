@@ -346,10 +346,11 @@ def _install_locked(spec: _Spec, ctx: ItemContext, *, convert: bool, vae: Any) -
         kind = "main"
     else:
         kind = pr.kind
-    if kind == "unknown":
-        raise ProbeError(f"{spec.label} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
-                         "check that the source is a Stable Diffusion model, LoRA, VAE, embedding or ControlNet")
-    if spec.want_kind and kind != spec.want_kind:
+    if kind == "unknown" or (spec.want_kind and kind != spec.want_kind):
+        shutil.rmtree(staged, ignore_errors=True)  # fetching it again would not change what it is
+        if kind == "unknown":
+            raise ProbeError(f"{spec.label} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
+                             "check that the source is a Stable Diffusion model, LoRA, VAE, embedding or ControlNet")
         raise ProbeError(f"{spec.label} is a {kind} model, expected a {spec.want_kind}", "check the catalogue entry")
 
     revision = getattr(resolved, "commit", None)

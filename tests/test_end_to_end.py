@@ -436,3 +436,11 @@ def test_rerun_needs_no_network(root, hub, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result, _ = run(root, InstallPlan(imports=("test/tiny-vae",)))
     assert result.ok and result.outcomes[0].message == "already installed"
+
+
+def test_url_of_something_that_is_not_a_model(root, file_server, tiny_extras):
+    shutil.copy(tiny_extras["random.safetensors"], file_server.folder / "random.safetensors")
+    result, _ = run(root, InstallPlan(imports=(file_server.url_for("random.safetensors"),)))
+    assert result.outcomes[0].status == "failed" and result.outcomes[0].error == "ProbeError"
+    assert "random" not in stanzas(root)
+    assert not [p for p in (root.partial_dir / "staging").rglob("*") if p.is_file()]  # nothing kept for it
