@@ -204,3 +204,13 @@ def test_terminal_question(monkeypatch, capsys):
 
     monkeypatch.setattr("builtins.input", eof)
     assert headless._ask_on_terminal(q, None) == "skip"
+
+
+def test_exit_code_mapping():
+    from invokeai_model_install.worker import InstallResult, ItemOutcome
+
+    ok = ItemOutcome("i1", "a", "installed")
+    assert headless.exit_code(InstallResult((ok, ItemOutcome("i2", "b", "skipped")))) == 0
+    assert headless.exit_code(InstallResult((ok, ItemOutcome("i2", "b", "failed")))) == 1
+    assert headless.exit_code(InstallResult((ok,), error="the worker stopped")) == 1
+    assert headless.exit_code(InstallResult((ItemOutcome("i1", "a", "failed", error="Cancelled"),), cancelled=True)) == 130
