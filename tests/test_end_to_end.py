@@ -444,3 +444,28 @@ def test_url_of_something_that_is_not_a_model(root, file_server, tiny_extras):
     assert result.outcomes[0].status == "failed" and result.outcomes[0].error == "ProbeError"
     assert "random" not in stanzas(root)
     assert not [p for p in (root.partial_dir / "staging").rglob("*") if p.is_file()]  # nothing kept for it
+
+
+def _spawn_on_pty(argv, env):
+    import pexpect
+
+    return pexpect.spawn(sys.executable, ["-m", "invokeai_model_install", *argv], env={**env, "TERM": "xterm", "PYTHONPATH": str(REPO)},
+                         dimensions=(30, 110), encoding="utf-8", timeout=180)
+
+
+def test_terminal_run_shows_rich_progress_and_asks(root, hub, sd2_file):
+    import pexpect
+
+    env = dict(os.environ)
+    child = _spawn_on_pty(["--root", str(root.root), "--add", "test/tiny-vae", str(sd2_file)], env)
+    child.expect("Choose 1-3: ")
+    before = child.before
+    child.sendline("2")  # v-prediction
+    child.expect(pexpect.EOF)
+    child.close()
+    text = before + child.before
+    assert child.exitstatus == 0, text
+    assert "overall" in text and "MB" in text  # the rich progress display
+    assert "v-prediction (SD-2 768)" in text
+    assert stanzas(root)["mystery-sd2"]["config"] == "configs/stable-diffusion/v2-inference-v.yaml"
+    assert "tiny-vae" in stanzas(root)
