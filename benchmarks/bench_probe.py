@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import struct
 import sys
 import tempfile

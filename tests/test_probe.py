@@ -9,6 +9,7 @@ Two sets of fixtures:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -504,7 +505,7 @@ def test_read_header_reports_every_tensor(tmp_path, torch_mod):
 
 def test_probe_result_is_frozen():
     r = ProbeResult("main", "sd-1", "normal", "epsilon", "safetensors", "float16", 1)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         r.kind = "vae"  # type: ignore[misc]
     assert r.reason == "" and r.has_ema is False and r.global_step is None
 
