@@ -209,6 +209,10 @@ def run_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
         return remove_model(item, ctx)
     spec = spec_for(item, ctx.plan)
     before = ctx.fetched
+    if item.starter is not None and not mf.find_by_key(ctx.layout, spec.key):
+        older = _registered_elsewhere(item.starter, ctx)
+        if older is not None:
+            return ItemOutcome(item=item.id, label=item.label, status="skipped", name=older.name, message=older.message)
     vae_value = None
     if item.starter is not None and item.starter.vae is not None:
         vae_value = _install_starter_vae(item.starter, ctx)
@@ -507,6 +511,21 @@ def _resume_from_manifest(m: mf.Manifest, spec: _Spec, ctx: ItemContext, vae: An
     if vae is not None and m.stanza:
         m = dataclasses.replace(m, stanza={**m.stanza, "vae": _vae_for_stanza(m.stanza, vae)})
     return _register(m, ctx)
+
+
+def _registered_elsewhere(starter: Any, ctx: ItemContext) -> _Installed | None:
+    """A starter already in models.yaml without a manifest (installed by an older installer):
+    under its own name, or as a stanza that points at its repo.  Not downloaded again."""
+    for name, stanza in ctx.registry.load().items():
+        if mf.read_manifest(ctx.layout, name) is not None:
+            continue
+        if name == starter.key or stanza.get("repo_id") in starter.repo_ids:
+            stored = stanza.get("path") or stanza.get("weights") or ""
+            if stored and not ctx.layout.absolute(stored).exists():
+                continue  # a stanza whose files are gone is not an installation
+            where = ctx.layout.absolute(stored) if stored else ctx.layout.root
+            return _Installed(name, where, "main", "skipped", f"already in models.yaml as {name}")
+    return None
 
 
 def _same_place(layout: RootLayout, stanza: dict, m: mf.Manifest) -> bool:

@@ -469,3 +469,12 @@ def test_terminal_run_shows_rich_progress_and_asks(root, hub, sd2_file):
     assert "v-prediction (SD-2 768)" in text
     assert stanzas(root)["mystery-sd2"]["config"] == "configs/stable-diffusion/v2-inference-v.yaml"
     assert "tiny-vae" in stanzas(root)
+
+
+def test_starter_installed_by_an_older_installer_is_not_fetched_again(root, hub, catalog):
+    with Registry(root.models_yaml).transaction() as doc:
+        doc.add("tiny-sd", {"description": "from InvokeAI 2.3", "repo_id": "test/tiny-sd", "format": "diffusers"})
+    result, _ = run(root, InstallPlan(install_starters=("tiny-sd",)), catalog)
+    assert result.ok and result.outcomes[0].status == "skipped" and "already in models.yaml" in result.outcomes[0].message
+    assert hub.stats.served("*") == 0  # neither the model nor its VAE
+    assert list(stanzas(root)) == ["tiny-sd"]
