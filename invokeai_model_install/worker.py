@@ -351,6 +351,13 @@ def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, setting
             if not mf.verify_manifest(layout, m):
                 return PlannedItem(item.id, item.label, "install", what=f"{m.kind} ({m.format})", destination=m.path,
                                    bytes_to_fetch=0, total_bytes=m.total_size, status="already installed")
+    if spec.starter is not None:
+        from invokeai_model_install.install_item import _registered_elsewhere
+
+        older = _registered_elsewhere(spec.starter, ItemContext(layout=layout, plan=plan, settings=settings, emit=discard))
+        if older is not None:
+            return PlannedItem(item.id, item.label, "install", what=older.message, destination=layout.relative(older.path),
+                               bytes_to_fetch=0, status="already installed")
     local = _local_path(spec.source)
     if local is not None:
         size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local.is_dir() else local.stat().st_size

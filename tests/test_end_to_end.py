@@ -478,3 +478,5 @@ def test_starter_installed_by_an_older_installer_is_not_fetched_again(root, hub,
     assert result.ok and result.outcomes[0].status == "skipped" and "already in models.yaml" in result.outcomes[0].message
     assert hub.stats.served("*") == 0  # neither the model nor its VAE
     assert list(stanzas(root)) == ["tiny-sd"]
+    planned = resolve_plan(InstallPlan(install_starters=("tiny-sd",)), root, catalog_path=catalog)
+    assert planned[0].status == "already installed" and planned[0].bytes_to_fetch == 0
