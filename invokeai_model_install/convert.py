@@ -15,8 +15,9 @@ How (see docs/conversion.md):
    weight-dependent config values; the package skeleton (``convert_data/<type>/``) gives
    the rest, and its tokenizer files are copied (the shared CLIP vocabulary).
 4. The plan is checked against the diffusers models built on torch's ``meta`` device (no
-   memory), so a checkpoint of an unexpected shape fails here with a clear message instead
-   of loading silently wrong later.
+   memory; in a thread beside the writing, awaited before the move into place), so a
+   checkpoint of an unexpected shape fails with a clear message instead of loading
+   silently wrong later.
 5. The bytes stream tensor by tensor from the memory-mapped input into
    :class:`.safetensors_stream.StreamingWriter` files, in input order, casting to fp16 when
    asked; consumed input pages are dropped from the resident set as we go.  No torch
@@ -37,6 +38,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -336,6 +338,32 @@ def _check_shapes(component: str, produced: dict[str, tuple[int, ...]], expected
         )
 
 
+class _Checks(threading.Thread):
+    """The meta-device shape checks, run beside the writing.
+
+    Importing diffusers' model classes costs ~1.5-3 s here; the writer spends its time in
+    syscalls and torch casts (GIL released), so the two overlap.  The result is awaited
+    before the output is moved into place: a failed check still leaves nothing behind.
+    """
+
+    def __init__(self, checks: list[tuple[str, dict, str, dict, Path]]) -> None:
+        super().__init__(name="convert-shape-checks", daemon=True)
+        self._checks = checks
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for component, produced, cls_name, config, path in self._checks:
+                _check_shapes(component, produced, _meta_shapes(cls_name, config), path)
+        except BaseException as exc:  # re-raised in the converting thread
+            self.error = exc
+
+    def result(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _meta_shapes(cls_name: str, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """State-dict shapes of a diffusers model built on the meta device (no memory, ~0.1-0.4 s)."""
     import torch
@@ -385,7 +413,26 @@ def _file_range(source: _Source, move: ldm_keys.Move, out_code: str) -> tuple[in
     return fd, offset, nbytes
 
 
-def _tensor_bytes(source: _Source, move: ldm_keys.Move, out_code: str, device: str):
+class _Scratch:
+    """One reusable output buffer for casts: a fresh allocation per tensor would page-fault
+    every output byte in again (measured: most of the fp16 path's cost after the copy itself)."""
+
+    def __init__(self) -> None:
+        self._buf = None
+
+    def get(self, shape: tuple[int, ...], dtype):
+        import torch
+
+        n = 1
+        for d in shape:
+            n *= d
+        nbytes = n * torch.empty((), dtype=dtype).element_size()
+        if self._buf is None or self._buf.numel() < nbytes:
+            self._buf = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8)
+        return self._buf[:nbytes].view(dtype).view(shape)
+
+
+def _tensor_bytes(source: _Source, move: ldm_keys.Move, out_code: str, device: str, scratch: _Scratch):
     """The output bytes of one planned tensor: a zero-copy slice when no cast or transpose is needed."""
     code = source.codes[move.src]
     view = source.view(move.src)
@@ -409,10 +456,10 @@ def _tensor_bytes(source: _Source, move: ldm_keys.Move, out_code: str, device: s
         t = t.t()
     target = getattr(torch, _TORCH_DTYPES[out_code])
     if device != "cpu":
-        t = t.to(device).to(target).contiguous().cpu()
-    else:
-        t = t.to(target).contiguous()
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+        t = t.to(device).to(target)
+    out = scratch.get(tuple(t.shape), target)
+    out.copy_(t)  # cast (and transpose) straight into the reused buffer
+    return memoryview(out.reshape(-1).view(torch.uint8).numpy())
 
 
 def _write_component(out: _Output, folder: Path, precision: str, device: str) -> None:
@@ -421,6 +468,7 @@ def _write_component(out: _Output, folder: Path, precision: str, device: str) ->
     moves = sorted(out.plan.moves, key=lambda m: (out.source.position(m.src), m.rows or (0, 0)))
     specs = [(m.out, _out_code(out.source.codes[m.src], precision), m.shape) for m in moves]
     writer = StreamingWriter(folder / out.filename, specs, metadata={"format": "pt"})
+    scratch = _Scratch()
     try:
         pending: dict[str, int] = {}
         for m in moves:  # a fused in_proj feeds three outputs: release it after the last
@@ -433,7 +481,7 @@ def _write_component(out: _Output, folder: Path, precision: str, device: str) ->
             if where is not None:  # unchanged bytes: let the kernel copy them
                 writer.copy(m.out, *where)
             else:
-                writer.write(m.out, _tensor_bytes(out.source, m, code, device))
+                writer.write(m.out, _tensor_bytes(out.source, m, code, device, scratch))
             pending[m.src] -= 1
             if pending[m.src] == 0:
                 out.source.release(m.src)
@@ -539,7 +587,7 @@ def convert_checkpoint(
     try:
         source = _open_source(src)
         sources.append(source)
-        outputs = _plan(src, source, probe, docs, yaml_opts, wanted, on_event)
+        outputs, checks = _plan(src, source, probe, docs, yaml_opts, wanted, on_event)
         if vae_path is not None:
             vae_source = _open_source(vae_path)
             sources.append(vae_source)
@@ -554,8 +602,8 @@ def convert_checkpoint(
                     f"(channels {vplan.config['block_out_channels']} vs "
                     f"{docs['vae/config.json']['block_out_channels']})",
                     hint="use a VAE made for this model's base, or remove the companion VAE file")
-            _check_shapes("VAE", {m.out: m.shape for m in vplan.moves},
-                          _meta_shapes("AutoencoderKL", docs["vae/config.json"]), vae_path)
+            checks["vae"] = ("VAE", {m.out: m.shape for m in vplan.moves}, "AutoencoderKL",
+                             dict(docs["vae/config.json"]), vae_path)
             outputs = [o for o in outputs if o.folder != "vae"]
             outputs.append(_Output("vae", "diffusion_pytorch_model.safetensors", vplan, vae_source))
             on_event(ItemNote(message=f"using the VAE {vae_path.name}"))
@@ -582,11 +630,14 @@ def convert_checkpoint(
                 cfg.pop("torch_dtype", None)
                 cfg["dtype"] = "float16" if precision == "fp16" else "float32"
             _json(tmp / o.folder / "config.json", cfg)
+        checker = _Checks(list(checks.values()))
+        checker.start()
         order = sorted(outputs, key=lambda o: (sources.index(o.source), min(
             (o.source.position(m.src) for m in o.plan.moves), default=0)))
         for n, o in enumerate(order, 1):
             on_event(StageChanged(stage="convert", detail=f"{o.folder} ({n}/{len(order)})"))
             _write_component(o, tmp / o.folder, precision, dev)
+        checker.result()
         _fsync_tree(tmp)
         os.replace(tmp, dest)
         _fsync_path(dest.parent)
@@ -641,8 +692,9 @@ def _fsync_path(path: Path) -> None:
 
 
 def _plan(src: Path, source: _Source, probe: Any, docs: dict[str, Any], yaml_opts: _YamlOptions,
-          prediction: str, on_event: EventSink) -> list[_Output]:
-    """Every output component: its tensor plan, with the skeleton configs updated in ``docs``."""
+          prediction: str, on_event: EventSink) -> tuple[list[_Output], dict[str, tuple]]:
+    """Every output component's tensor plan (skeleton configs updated in ``docs``), and the
+    shape checks against diffusers' models still to run, by component folder."""
     shapes = {k: s for k, s in source.shapes.items() if k in source.codes}
     ema = sum(1 for k in shapes if k.startswith(ldm_keys.EMA_PREFIX)) > 100
     unet = ldm_keys.plan_unet(shapes, use_ema=ema, attention_heads=yaml_opts.heads, skeleton=docs["unet/config.json"])
@@ -695,6 +747,8 @@ def _plan(src: Path, source: _Source, probe: Any, docs: dict[str, Any], yaml_opt
     sched = docs["scheduler/scheduler_config.json"]
     sched["prediction_type"] = "v_prediction" if prediction == "v" else "epsilon"
 
-    _check_shapes("UNet", {m.out: m.shape for m in unet.moves}, _meta_shapes("UNet2DConditionModel", ucfg), src)
-    _check_shapes("VAE", {m.out: m.shape for m in vae.moves}, _meta_shapes("AutoencoderKL", vcfg), src)
-    return outputs
+    checks = {
+        "unet": ("UNet", {m.out: m.shape for m in unet.moves}, "UNet2DConditionModel", dict(ucfg), src),
+        "vae": ("VAE", {m.out: m.shape for m in vae.moves}, "AutoencoderKL", dict(vcfg), src),
+    }
+    return outputs, checks

@@ -362,7 +362,7 @@ def test_failure_while_writing_removes_the_temporary_folder(tiny_checkpoints, tm
 
 
 def test_corrupt_tensor_layout_is_a_conversion_error(tiny_checkpoints, tmp_path):
-    """A checkpoint with a layer missing fails the shape check before anything is written."""
+    """A checkpoint with a layer missing fails the shape check; nothing is left behind."""
     from safetensors.torch import load_file, save_file
 
     sd = load_file(str(tiny_checkpoints["sd-1", "safetensors"]))
