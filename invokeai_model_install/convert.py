@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ldm_keys
-from .errors import ConversionError, DiskSpaceError, InstallerError, QuestionUnanswered, UsageError
+from .errors import Cancelled, ConversionError, DiskSpaceError, InstallerError, QuestionUnanswered, UsageError
 from .events import EventSink, ItemConverted, ItemNote, StageChanged, discard
 
 __all__ = ["convert_checkpoint", "companion_vae", "skeleton_dir", "materialize_skeleton", "CONVERT_DATA",
@@ -462,7 +462,12 @@ def _tensor_bytes(source: _Source, move: ldm_keys.Move, out_code: str, device: s
     return memoryview(out.reshape(-1).view(torch.uint8).numpy())
 
 
-def _write_component(out: _Output, folder: Path, precision: str, device: str) -> None:
+def _check_cancel(cancel: Any) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("conversion cancelled by the user")
+
+
+def _write_component(out: _Output, folder: Path, precision: str, device: str, cancel: Any = None) -> None:
     from .safetensors_stream import StreamingWriter
 
     moves = sorted(out.plan.moves, key=lambda m: (out.source.position(m.src), m.rows or (0, 0)))
@@ -474,6 +479,7 @@ def _write_component(out: _Output, folder: Path, precision: str, device: str) ->
         for m in moves:  # a fused in_proj feeds three outputs: release it after the last
             pending[m.src] = pending.get(m.src, 0) + 1
         for n, m in enumerate(moves):
+            _check_cancel(cancel)
             if n + 1 < len(moves):
                 out.source.prefetch(moves[n + 1].src)
             code = _out_code(out.source.codes[m.src], precision)
@@ -510,6 +516,7 @@ def convert_checkpoint(
     config_yaml: str | os.PathLike | None = None,
     vae: str | os.PathLike | None = None,
     on_event: EventSink = discard,
+    cancel: Any = None,
 ) -> Path:
     """Convert the single-file checkpoint ``src`` into a new diffusers folder ``dest``; return ``dest``.
 
@@ -519,6 +526,8 @@ def convert_checkpoint(
     :param prediction_type: ``"epsilon"`` or ``"v"``; overrides every other clue.
     :param config_yaml: an original LDM/SGM yaml; default: the companion ``<stem>.yaml``.
     :param vae: a VAE file replacing the checkpoint's; default: the companion ``<stem>.vae.*``.
+    :param cancel: an Event-like object (``is_set()``), polled between tensors: when set, the
+        conversion stops with :class:`.errors.Cancelled` and leaves nothing behind.
     :raises QuestionUnanswered: an SD2 model whose prediction type cannot be decided and
         ``prediction_type`` is None (ask the user, call again with the answer).
     :raises ConversionError: anything else that stops the conversion; nothing is left behind.
@@ -636,7 +645,7 @@ def convert_checkpoint(
             (o.source.position(m.src) for m in o.plan.moves), default=0)))
         for n, o in enumerate(order, 1):
             on_event(StageChanged(stage="convert", detail=f"{o.folder} ({n}/{len(order)})"))
-            _write_component(o, tmp / o.folder, precision, dev)
+            _write_component(o, tmp / o.folder, precision, dev, cancel)
         checker.result()
         _fsync_tree(tmp)
         os.replace(tmp, dest)

@@ -348,17 +348,40 @@ def test_failure_while_writing_removes_the_temporary_folder(tiny_checkpoints, tm
     calls = []
     real = convert._write_component
 
-    def fail_on_second(out, folder, precision, device):
+    def fail_on_second(out, folder, precision, device, cancel=None):
         calls.append(out.folder)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        return real(out, folder, precision, device)
+        return real(out, folder, precision, device, cancel)
 
     monkeypatch.setattr(convert, "_write_component", fail_on_second)
     with pytest.raises(ConversionError) as info:
         convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "out")
     assert "No space left" in info.value.one_line()
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_cancel_stops_and_leaves_nothing(tiny_checkpoints, tmp_path):
+    import threading
+
+    from invokeai_model_install.errors import Cancelled
+
+    class SetAfter:
+        """Becomes set after a number of polls: cancels in the middle of the writing."""
+
+        def __init__(self, polls: int) -> None:
+            self.polls = polls
+
+        def is_set(self) -> bool:
+            self.polls -= 1
+            return self.polls < 0
+
+    with pytest.raises(Cancelled):
+        convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "out", cancel=SetAfter(300))
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+    done = threading.Event()
+    out = convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "out", cancel=done)
+    assert out.is_dir()
 
 
 def test_corrupt_tensor_layout_is_a_conversion_error(tiny_checkpoints, tmp_path):
