@@ -26,7 +26,6 @@ import fcntl
 import hashlib
 import http.client
 import json
-import math
 import os
 import queue
 import re
@@ -47,7 +46,6 @@ from invokeai_model_install.errors import (
     DownloadError,
     InstallerError,
     IntegrityError,
-    NotAModelError,
     OfflineError,
     UnsafeNameError,
 )
@@ -57,6 +55,7 @@ from invokeai_model_install.sources import MODEL_SUFFIXES, UrlSource, redact_url
 _TRUE = ("1", "true", "yes", "on")
 _BUF = 1 << 20  # bytes per readinto; one buffer per connection keeps RSS flat whatever the file size
 _USER_AGENT = "invokeai-model-install"
+_MAX_RESTARTS = 4  # clean restarts of one file (changed remote, ignored ranges, one bad hash) before giving up
 _HASH_LAG = 8 << 20  # the hasher thread reads back only when in-line hashing fell this far behind
 
 
@@ -545,6 +544,7 @@ class _FileJob:
         self.last_save = 0.0
         self.save_lock = threading.Lock()
         self.restart_lock = threading.Lock()
+        self.restarts = 0
         self.hash_lock = threading.Lock()
         self.last_event = 0.0
         self.last_event_done = 0
@@ -780,6 +780,12 @@ class _Engine:
         ``adopt``: the caller's segment becomes the file's only segment (a 200 answer streamed from 0).
         """
         with job.restart_lock:
+            job.restarts += 1
+            if job.restarts > _MAX_RESTARTS:
+                raise DownloadError(
+                    f"{job.name}: the file keeps changing on the server ({reason}) at {redact_url(job.rf.url)}",
+                    "try again later",
+                )
             with job.lock:
                 job.gen += 1
                 gen = job.gen
@@ -886,6 +892,9 @@ class _Engine:
         if status == 206:
             m = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", resp.getheader("Content-Range") or "")
             total = int(m.group(3)) if m and m.group(3) != "*" else job.size
+            if m and job.rf.size >= 0 and total != job.rf.size and not (job.etag and etag and etag != job.etag):
+                self.conns.drop(final)
+                raise IntegrityError(f"{job.name}: expected {job.rf.size} bytes, the server has {total} ({redact_url(job.rf.url)})")
             if not m or int(m.group(1)) != pos or (job.size >= 0 and total != job.size) or (job.etag and etag and etag != job.etag):
                 self.conns.drop(final)
                 self.plan(job, self.restart(job, "the remote file changed", ranges_ok=True))

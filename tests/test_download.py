@@ -11,7 +11,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -471,3 +470,14 @@ def test_zero_byte_file(file_server, tmp_path):
     rf = RemoteFile(file_server.url_for("empty.txt"), "empty.txt", 0, hashlib.sha256(b"").hexdigest())
     res = download.download(Resolved((rf,), None, "e", None, 0), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert res.paths["empty.txt"].read_bytes() == b""
+
+
+def test_a_size_that_does_not_match_the_server_fails_clearly(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 3 * MB)
+    rf = RemoteFile(file_server.url_for("m.safetensors"), "m.safetensors", 3 * MB + 5, None)
+    with pytest.raises(IntegrityError, match="expected"):
+        download.download(Resolved((rf,), None, "m", None, rf.size), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    rf = RemoteFile(file_server.url_for("m.safetensors"), "m.safetensors", 5 * MB, None)  # ranges past the end: 416
+    with pytest.raises(DownloadError):
+        download.download(Resolved((rf,), None, "m", None, rf.size), tmp_path / "d2", partial_dir=tmp_path / "p2", settings=settings())
+    assert not (tmp_path / "d" / "m.safetensors").exists() and not (tmp_path / "d2" / "m.safetensors").exists()

@@ -116,6 +116,6 @@ def test_hub_server_cdn_redirect(hub_server, make_file_server, tmp_path):
     assert code == 200  # urllib followed to the CDN
     assert cdn.stats.requests_for("/unet/diffusion_pytorch_model.safetensors")
     conn = http.client.HTTPConnection(hub_server.host, hub_server.port, timeout=10)
-    conn.request("HEAD", f"/owner/pipe/resolve/main/unet/diffusion_pytorch_model.safetensors")
+    conn.request("HEAD", "/owner/pipe/resolve/main/unet/diffusion_pytorch_model.safetensors")
     resp = conn.getresponse()
     assert resp.status == 302 and resp.getheader("X-Repo-Commit") == sha and resp.getheader("X-Linked-Size")
