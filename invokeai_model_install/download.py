@@ -386,7 +386,9 @@ def _fail_status(conns: _Conns, resp: http.client.HTTPResponse, url: str, settin
     headers = dict(resp.getheaders())
     _discard_body(conns, url, resp)
     if http_errors.is_retryable(resp.status):
-        raise _Retry(f"HTTP {resp.status}", http_errors.retry_after(headers, attempt_delay) if resp.status in (429, 503) else None)
+        # Retry-After is respected, up to 5 minutes (a cancel interrupts the wait anyway)
+        delay = min(300.0, http_errors.retry_after(headers, attempt_delay)) if resp.status in (429, 503) else None
+        raise _Retry(f"HTTP {resp.status}", delay)
     raise http_errors.error_for_status(resp.status, url, headers=headers, what=what, hub_endpoint=settings.hf_endpoint)
 
 

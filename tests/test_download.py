@@ -481,3 +481,14 @@ def test_a_size_that_does_not_match_the_server_fails_clearly(file_server, tmp_pa
     with pytest.raises(DownloadError):
         download.download(Resolved((rf,), None, "m", None, rf.size), tmp_path / "d2", partial_dir=tmp_path / "p2", settings=settings())
     assert not (tmp_path / "d" / "m.safetensors").exists() and not (tmp_path / "d2" / "m.safetensors").exists()
+
+
+def test_a_stalled_server_is_retried_after_the_read_timeout(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 4 * MB)
+    file_server.faults.stall("/m.safetensors", seconds=30, after_bytes=2_500_000, times=1)
+    events = []
+    res = download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(read_timeout=1, split_size=64 * MB), on_event=events.append)
+    assert res.paths["m.safetensors"].read_bytes() == data
+    assert any(isinstance(e, Retrying) and "connection lost" in e.reason for e in events)
+    # what was received before the stall is kept, except at most one receive buffer (1 MiB)
+    assert file_server.stats.served("/m.safetensors") - 2_500_000 <= len(data) - 2_500_000 + download._BUF
