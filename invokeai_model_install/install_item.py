@@ -15,7 +15,9 @@ Crash safety (a SIGKILL may land anywhere):
   ``installed``.  A re-run finds the manifest by source key and finishes
   whatever step was missing, fetching nothing that is already in place.
 
-Nothing is written to models.yaml for an item that failed.
+Nothing is written to models.yaml for an item that failed.  One source is worked on
+by one installer at a time (a file lock per source under ``models/.partial/locks``):
+two installers asking for the same model do not download it twice.
 """
 
 from __future__ import annotations
