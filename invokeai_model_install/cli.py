@@ -199,7 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
     """No subcommand: make sure the root exists, then run headless or the form."""
     headless = _load_headless()
-    if not layout.exists():
+    if not layout.exists() and getattr(args, "dry_run", False):
+        # A dry run writes nothing, not even the root's skeleton: say so and resolve anyway.
+        print(f"There is no InvokeAI root at {layout.root} yet (a dry run does not create it).", file=sys.stderr)
+    elif not layout.exists():
         from invokeai_model_install import configure
 
         if getattr(args, "yes", False):

@@ -405,3 +405,18 @@ def pexpect_eof():
     import pexpect
 
     return pexpect.EOF
+
+
+def test_dry_run_on_a_missing_root_creates_nothing(tmp_path: Path, capsys) -> None:
+    """--dry-run --yes on a root that does not exist resolves the plan but writes no skeleton."""
+    missing = tmp_path / "nowhere"
+    empty_catalog = tmp_path / "empty.yaml"
+    empty_catalog.write_text("{}\n")
+    local = tmp_path / "model.safetensors"
+    local.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    code = cli.main(["--root", str(missing), "--catalog", str(empty_catalog), "--yes", "--dry-run", "--json",
+                     "--add", str(local)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "does not create it" in err
+    assert not missing.exists()
