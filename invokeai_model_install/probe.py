@@ -36,7 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProbeError
-from .pickle_header import PickleHeaderError, TensorInfo, as_tensor_info, flatten_tensors, read_pickle_object
+from .pickle_header import (
+    InPlaceUnsupported,
+    PickleBytes,
+    PickleHeaderError,
+    TensorInfo,
+    as_tensor_info,
+    flatten_tensors,
+    read_pickle_object,
+    read_zip_data_pkl,
+    unpickle_bytes,
+    zip_data_pkl_bytes,
+)
 
 __all__ = ["ProbeResult", "TensorInfo", "Header", "probe", "read_header", "identify", "companion_yaml"]
 
@@ -516,17 +527,125 @@ def read_header(path: str | os.PathLike) -> Header:
     return read_pickle_header(path)
 
 
+#: A zip checkpoint whose data.pkl is bigger than this is queried in place (see PickleBytes).
+PICKLE_IN_PLACE_ABOVE = 32_768
+
+
+def _object_index(obj: Any) -> tuple[_Index, dict[str, Any]]:
+    """An index over an unpickled checkpoint object, and its top-level scalars."""
+    root = obj.get("state_dict") if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
+    scalars = flatten_tensors({k: v for k, v in obj.items() if k != "state_dict"})[1] if isinstance(obj, dict) else {}
+    if isinstance(root, dict) and len(root) > RECORDS_IN_PLACE_ABOVE:
+        return _RecordIndex(root), scalars
+    return _Index(flatten_tensors(obj)[0]), scalars
+
+
+def _unpickle_data(data: bytes, path: Path) -> Any:
+    try:
+        return unpickle_bytes(data)
+    except PickleHeaderError as exc:
+        raise ProbeError(f"{path.name}: not a readable PyTorch checkpoint ({exc})",
+                         hint="download it again, or use a .safetensors version of the model") from None
+
+
+class _PickleBytesIndex(_Index):
+    """A big zip checkpoint queried from its ``data.pkl`` bytes (:class:`.pickle_header.PickleBytes`).
+
+    Any question the bytes cannot answer exactly unpickles the whole thing once
+    and answers from that.  As for safetensors, the dtype reported is that of the
+    entries read for identification (the UNet's, for a main model).
+    """
+
+    def __init__(self, view: PickleBytes, path: Path) -> None:
+        self._view = view
+        self._path = path
+        self._fallback: _Index | None = None
+        self._seen: dict[str, TensorInfo] = {}
+
+    def full(self) -> _Index:
+        if self._fallback is None:
+            self._fallback = _object_index(_unpickle_data(self._view.data, self._path))[0]
+        return self._fallback
+
+    @property
+    def tensors(self) -> dict[str, TensorInfo]:
+        return self.full().tensors
+
+    def __len__(self) -> int:
+        return len(self.full())
+
+    def empty(self) -> bool:
+        if self._fallback is None and b"_rebuild_tensor" in self._view.data:
+            return False
+        return self.full().empty()
+
+    def get(self, name: str) -> TensorInfo | None:
+        if self._fallback is not None:
+            return self._fallback.get(name)
+        if name not in self._seen:
+            try:
+                info = self._view.tensor(name)
+            except InPlaceUnsupported:
+                return self.full().get(name)
+            if info is None:
+                return None
+            self._seen[name] = info
+        return self._seen[name]
+
+    def has_prefix(self, prefix: str) -> bool:
+        if self._fallback is not None:
+            return self._fallback.has_prefix(prefix)
+        return self._view.has_key_prefix(prefix)
+
+    def find(self, prefix: str, suffix: str) -> TensorInfo | None:
+        if self._fallback is not None:
+            return self._fallback.find(prefix, suffix)
+        for _, key in self._view.keys_with_prefix(prefix):
+            if key.endswith(suffix):
+                return self.get(key)
+        return None
+
+    def dtype_counts(self) -> Counter:
+        seen = Counter(t.dtype for t in self._seen.values())
+        return seen if seen and self._fallback is None else self.full().dtype_counts()
+
+    def has_ema(self) -> bool:
+        if self._fallback is not None:
+            return self._fallback.has_ema()
+        return any(key not in ("model_ema.decay", "model_ema.num_updates")
+                   for _, key in self._view.keys_with_prefix("model_ema."))
+
+
+def _pickle_index(path: Path) -> tuple[_Index, dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+            data = zip_data_pkl_bytes(f) if magic == b"PK\x03\x04" else None
+            if magic == b"PK\x03\x04" and data is None:
+                data = read_zip_data_pkl(f)  # another zip layout: through the central directory
+    except PickleHeaderError as exc:
+        raise ProbeError(f"{path.name}: not a readable PyTorch checkpoint ({exc})",
+                         hint="download it again, or use a .safetensors version of the model") from None
+    except OSError as exc:
+        raise ProbeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if data is None:  # legacy or plain pickle
+        return _object_index(_read_pickle(path))
+    if len(data) > PICKLE_IN_PLACE_ABOVE and b"prediction_type" not in data and b"parameterization" not in data:
+        try:
+            view = PickleBytes(data)
+            step = view.int_value("global_step")
+            return _PickleBytesIndex(view, path), ({} if step is None else {"global_step": step})
+        except (InPlaceUnsupported, IndexError, struct.error):
+            pass
+    return _object_index(_unpickle_data(data, path))
+
+
 def _open_index(path: Path) -> tuple[_Index, dict[str, Any], str]:
     if _sniff_format(path) == "safetensors":
         index, metadata = _safetensors_index(path)
         return index, metadata, "safetensors"
-    obj = _read_pickle(path)
-    root = obj.get("state_dict") if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
-    scalars = flatten_tensors({k: v for k, v in obj.items() if k != "state_dict"})[1] if isinstance(obj, dict) else {}
-    if isinstance(root, dict) and len(root) > RECORDS_IN_PLACE_ABOVE:
-        return _RecordIndex(root), scalars, "ckpt"
-    tensors, _ = flatten_tensors(obj)
-    return _Index(tensors), scalars, "ckpt"
+    index, scalars = _pickle_index(path)
+    return index, scalars, "ckpt"
 
 
 # --- identification ----------------------------------------------------------------------

@@ -89,9 +89,15 @@ def main_spec(ctx: int, in_ch: int = 4, *, xl: bool = False, dtype: str = "float
 
 @pytest.fixture(autouse=True, params=["whole-header", "in-place"])
 def header_mode(request, monkeypatch):
-    """Run every test twice: safetensors headers parsed whole, and queried in place (big-header path)."""
-    if request.param == "in-place":
-        monkeypatch.setattr(probe_mod, "FULL_PARSE_BELOW", 0)
+    """Run every test twice: headers parsed/unpickled whole, and queried in place (the big-file paths).
+
+    The in-place readers answer from the raw bytes (safetensors JSON, pickle opcodes)
+    and must agree with the whole-header answers on every fixture.
+    """
+    in_place = request.param == "in-place"
+    monkeypatch.setattr(probe_mod, "FULL_PARSE_BELOW", 0 if in_place else 10**15)
+    monkeypatch.setattr(probe_mod, "PICKLE_IN_PLACE_ABOVE", 0 if in_place else 10**15)
+    monkeypatch.setattr(probe_mod, "RECORDS_IN_PLACE_ABOVE", 0 if in_place else 10**15)
     return request.param
 
 
@@ -626,3 +632,24 @@ def test_tiny_ckpt_probe_reads_only_its_pickle(tiny_checkpoints):
     assert probe(path).base == "sdxl"
     read = _bytes_read() - before
     assert read < path.stat().st_size / 10, f"read {read} of {path.stat().st_size} bytes"
+
+
+def _forbid(*_args, **_kwargs):
+    raise AssertionError("the whole header was parsed")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_main_checkpoints_are_identified_in_place(tiny_checkpoints, monkeypatch, kind):
+    """The fast paths really answer (no silent fallback): the whole-header readers are disabled."""
+    monkeypatch.setattr(probe_mod, "FULL_PARSE_BELOW", 0)
+    monkeypatch.setattr(probe_mod, "PICKLE_IN_PLACE_ABOVE", 0)
+    monkeypatch.setattr(probe_mod, "unpickle_bytes", _forbid)
+    monkeypatch.setattr(probe_mod, "_read_pickle", _forbid)
+    monkeypatch.setattr(probe_mod, "_safetensors_entries", _forbid)
+    for fmt in ("safetensors", "ckpt"):
+        r = probe(tiny_checkpoints[kind, fmt])
+        assert (r.kind, r.base, r.variant, r.dtype) == ("main", BASE_OF[kind], _variant(kind), "float32")
+    assert probe(tiny_checkpoints["sd-2", "ckpt", "step=110000"]).prediction_type == "v"
+    assert probe(tiny_checkpoints["sd-1", "ckpt", "ema"]).has_ema is True
+    assert probe(tiny_checkpoints["sd-1", "safetensors", "ema"]).has_ema is True
+    assert probe(tiny_checkpoints["sd-1", "ckpt", "lightning"]).base == "sd-1"
