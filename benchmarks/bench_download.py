@@ -139,22 +139,40 @@ def main() -> None:
         url = f"{file_url}/model.safetensors"
         results: dict[str, list[float]] = {"curl": [], "ours": [], "hf_hub_download": [], "ours_repo": [], "snapshot_download": []}
         rss: list[float] = []
-        for _ in range(args.repeat):
-            out = work / "out"
+        out = work / "out"
+
+        def fresh() -> None:
+            # each timed run starts with no dirty pages from the previous one: otherwise the kernel's
+            # write-back of the last 2 GB throttles whoever runs next
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
+            os.sync()
+            time.sleep(1)
+
+        def run_curl() -> None:
             results["curl"].append(timed_curl(url, out / "curl.bin"))
-            (out / "curl.bin").unlink()
+
+        def run_ours() -> None:
             r = child(OURS, "url", url, str(out / "ours"), str(out / "part"))
             results["ours"].append(r["seconds"])
             rss.append(r["maxrss_mb"])
-            shutil.rmtree(out / "ours")
+
+        def run_hf() -> None:
             results["hf_hub_download"].append(child(HF, "file", hub_url, "bench/big", str(out / "hf"), "model.safetensors")["seconds"])
-            shutil.rmtree(out / "hf")
+
+        def run_ours_repo() -> None:
             results["ours_repo"].append(child(OURS, "hub", f"{hub_url}|bench/many", str(out / "ours_repo"), str(out / "part"))["seconds"])
-            shutil.rmtree(out / "ours_repo")
+
+        def run_snapshot() -> None:
             results["snapshot_download"].append(child(HF, "repo", hub_url, "bench/many", str(out / "snap"))["seconds"])
-            shutil.rmtree(out)
+
+        order = [run_curl, run_ours, run_hf, run_ours_repo, run_snapshot]
+        for i in range(args.repeat):
+            # rotate the order so no tool always runs right after another one
+            for fn in order[i % len(order):] + order[: i % len(order)]:
+                fresh()
+                fn()
+            shutil.rmtree(out, ignore_errors=True)
         med = {k: statistics.median(v) for k, v in results.items()}
         mb = size / 1e6
         print(f"\none file, {args.size_mb} MiB over loopback (median of {args.repeat}; shared 2-core machine: noisy)")
