@@ -468,29 +468,57 @@ def _check_cancel(cancel: Any) -> None:
 
 
 def _write_component(out: _Output, folder: Path, precision: str, device: str, cancel: Any = None) -> None:
+    """Write one component's weights file, tensor by tensor, in input order.
+
+    Two stages overlap: this thread casts tensor n (torch releases the GIL) while a writer
+    thread pushes tensor n-1 to the file (syscalls release it too); two scratch buffers
+    alternate so a cast never overwrites bytes still being written.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .safetensors_stream import StreamingWriter
 
     moves = sorted(out.plan.moves, key=lambda m: (out.source.position(m.src), m.rows or (0, 0)))
     specs = [(m.out, _out_code(out.source.codes[m.src], precision), m.shape) for m in moves]
     writer = StreamingWriter(folder / out.filename, specs, metadata={"format": "pt"})
-    scratch = _Scratch()
+    scratches = (_Scratch(), _Scratch())
+    pending: dict[str, int] = {}
+    for m in moves:  # a fused in_proj feeds three outputs: release it after the last
+        pending[m.src] = pending.get(m.src, 0) + 1
+
+    def emit(m: ldm_keys.Move, where: tuple[int, int, int] | None, data: Any) -> None:
+        if where is not None:  # unchanged bytes: let the kernel copy them
+            writer.copy(m.out, *where)
+        else:
+            writer.write(m.out, data)
+        pending[m.src] -= 1
+        if pending[m.src] == 0:
+            out.source.release(m.src)
+
+    in_flight = None
     try:
-        pending: dict[str, int] = {}
-        for m in moves:  # a fused in_proj feeds three outputs: release it after the last
-            pending[m.src] = pending.get(m.src, 0) + 1
-        for n, m in enumerate(moves):
-            _check_cancel(cancel)
-            if n + 1 < len(moves):
-                out.source.prefetch(moves[n + 1].src)
-            code = _out_code(out.source.codes[m.src], precision)
-            where = _file_range(out.source, m, code)
-            if where is not None:  # unchanged bytes: let the kernel copy them
-                writer.copy(m.out, *where)
-            else:
-                writer.write(m.out, _tensor_bytes(out.source, m, code, device, scratch))
-            pending[m.src] -= 1
-            if pending[m.src] == 0:
-                out.source.release(m.src)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="convert-writer") as pool:
+            try:
+                for n, m in enumerate(moves):
+                    _check_cancel(cancel)
+                    if n + 1 < len(moves):
+                        out.source.prefetch(moves[n + 1].src)
+                    code = _out_code(out.source.codes[m.src], precision)
+                    where = _file_range(out.source, m, code)
+                    data = None if where is not None else _tensor_bytes(out.source, m, code, device,
+                                                                         scratches[n % 2])
+                    if in_flight is not None:
+                        in_flight.result()  # tensor n-1 is out: its scratch may be reused next round
+                    in_flight = pool.submit(emit, m, where, data)
+                if in_flight is not None:
+                    in_flight.result()
+            finally:
+                if in_flight is not None and not in_flight.done():
+                    in_flight.cancel()
+                    try:
+                        in_flight.result()
+                    except BaseException:
+                        pass
         writer.close()
     except BaseException:
         writer.abort()
