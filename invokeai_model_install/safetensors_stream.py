@@ -41,6 +41,14 @@ PAGE = mmap.PAGESIZE
 _HEADER_LIMIT = 100_000_000
 
 
+def pread(fd: int, n: int, offset: int) -> bytes:
+    """``os.pread`` where it exists (POSIX); seek + read elsewhere (Windows)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, n)
+
+
 class SafetensorsFormatError(ValueError):
     """The bytes are not a well-formed safetensors file (message says why)."""
 
@@ -71,17 +79,17 @@ class SafetensorsReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             size = os.fstat(self._fd).st_size
-            head = os.pread(self._fd, 8, 0)
+            head = pread(self._fd, 8, 0)
             if len(head) < 8:
                 raise SafetensorsFormatError("shorter than a safetensors header")
             (n,) = struct.unpack("<Q", head)
             if n > _HEADER_LIMIT or 8 + n > size:
                 raise SafetensorsFormatError("header too large")
             try:
-                doc = json.loads(os.pread(self._fd, n, 8))
+                doc = json.loads(pread(self._fd, n, 8))
             except (UnicodeDecodeError, ValueError):
                 raise SafetensorsFormatError("header is not JSON") from None
             self.metadata: dict[str, Any] = doc.pop("__metadata__", None) or {}
@@ -99,7 +107,7 @@ class SafetensorsReader:
                 if entry.dtype in DTYPE_SIZES and entry.nbytes != _numel(entry.shape) * DTYPE_SIZES[entry.dtype]:
                     raise SafetensorsFormatError(f"tensor {name!r}: byte size does not match its shape")
                 self.entries[name] = entry
-            self._map = mmap.mmap(self._fd, size, prot=mmap.PROT_READ) if size else None
+            self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ) if size else None
         except BaseException:
             os.close(self._fd)
             raise
@@ -128,8 +136,8 @@ class SafetensorsReader:
         self._advise(e.start, e.stop, getattr(mmap, "MADV_DONTNEED", None))
 
     def _advise(self, start: int, stop: int, advice: int | None) -> None:
-        if advice is None or self._map is None or stop <= start:
-            return
+        if advice is None or self._map is None or stop <= start or not hasattr(self._map, "madvise"):
+            return  # Windows has no madvise
         lo = start - start % PAGE
         try:
             self._map.madvise(advice, lo, stop - lo)
@@ -222,7 +230,7 @@ class StreamingWriter:
                 self._kernel_copy = False  # EXDEV/ENOSYS/EINVAL...: copy through user space
         chunk = 16 << 20
         while done < nbytes:
-            data = os.pread(fd, min(chunk, nbytes - done), offset + done)
+            data = pread(fd, min(chunk, nbytes - done), offset + done)
             if not data:
                 raise OSError(f"unexpected end of input while copying {name!r}")
             view = memoryview(data)

@@ -190,18 +190,21 @@ def test_fp16_output(tiny_models, tiny_checkpoints, tmp_path):
     assert json.loads((out / "text_encoder_2" / "config.json").read_text())["dtype"] == "float16"
 
 
-def test_fp16_input_to_fp32_output_is_exact(tiny_models, tmp_path):
-    """An fp16 checkpoint converted to fp32 gives the fp16 values, widened."""
+@pytest.mark.parametrize("stored,precision", [("float16", "fp32"), ("bfloat16", "fp32"), ("bfloat16", "fp16")])
+def test_half_precision_inputs(stored, precision, tiny_models, tmp_path):
+    """fp16/bf16 checkpoints convert to the asked precision with exactly torch's cast of the stored values."""
     import torch
     from safetensors.torch import load_file, save_file
 
+    dtype = getattr(torch, stored)
+    want = {"fp32": torch.float32, "fp16": torch.float16}[precision]
     src32 = modelgen.write_single_file(tiny_models["sd-1"], tmp_path / "a.safetensors")
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src32)).items()}
-    save_file(half, str(tmp_path / "half.safetensors"))
-    out = convert.convert_checkpoint(tmp_path / "half.safetensors", tmp_path / "out", precision="fp32")
+    low = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(str(src32)).items()}
+    save_file(low, str(tmp_path / "low.safetensors"))
+    out = convert.convert_checkpoint(tmp_path / "low.safetensors", tmp_path / "out", precision=precision)
     a = modelgen._load(tiny_models["sd-1"] / "unet")
     b = modelgen._load(out / "unet")
-    assert all(b[k].dtype == torch.float32 and torch.equal(b[k], a[k].half().float()) for k in a)
+    assert all(b[k].dtype == want and torch.equal(b[k], a[k].to(dtype).to(want)) for k in a)
 
 
 # --------------------------------------------------------------------------------- prediction type
