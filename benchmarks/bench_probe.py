@@ -250,7 +250,7 @@ def bench_folder(root: Path, n_files: int) -> None:
 
     t_scan_ck = timed(lambda: [scan(f) for f in cks[:20]], 2) / 20
     t_scan_st = timed(lambda: [scan(f) for f in sts[:20]], 2) / 20
-    print(f"safety.scan: zip ckpt {t_scan_ck * 1e3:.2f} ms/file (opcode scan + picklescan), "
+    print(f"safety.scan: zip ckpt {t_scan_ck * 1e3:.2f} ms/file (inert-unpickler scan + picklescan classifier), "
           f"safetensors {t_scan_st * 1e3:.2f} ms/file (whole-header check)")
     t_tl = timed(lambda: [torch.load(str(f), weights_only=True, mmap=True) for f in cks[:20]], 2) / 20
     print(f"  reference torch.load(weights_only=True, mmap=True) of the ckpt: {t_tl * 1e3:.2f} ms/file "
