@@ -22,6 +22,7 @@ after its size and sha256 are verified.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -968,7 +969,10 @@ class _Engine:
                 with job.lock:
                     if seg.gen != job.gen or job.fd < 0:
                         return
-                    os.pwrite(job.fd, view[:n], pos)
+                    try:
+                        os.pwrite(job.fd, view[:n], pos)
+                    except OSError as exc:
+                        raise _write_error(exc, job.part, job.name) from None
                     job.inflight[seg.sid][1] = pos + n
                     job.fetched += n
                 job.hash_inline(seg.gen, pos, view[:n])
@@ -1088,6 +1092,13 @@ class _Engine:
             if self.remaining == 0:
                 for _ in range(self.nthreads):
                     self.queue.put(None)
+
+
+def _write_error(exc: OSError, path: Path, name: str) -> InstallerError:
+    """A failed write of downloaded bytes as one of our errors (a full disk says so)."""
+    if exc.errno == errno.ENOSPC:
+        return DiskSpaceError(f"disk full while writing {name} into {path.parent}")
+    return DownloadError(f"cannot write {name} into {path.parent}: {exc.strerror or exc}", "check the folder's permissions")
 
 
 def _sha256_of(path: Path, cancel: threading.Event | None = None) -> str:

@@ -492,3 +492,21 @@ def test_a_stalled_server_is_retried_after_the_read_timeout(file_server, tmp_pat
     assert any(isinstance(e, Retrying) and "connection lost" in e.reason for e in events)
     # what was received before the stall is kept, except at most one receive buffer (1 MiB)
     assert file_server.stats.served("/m.safetensors") - 2_500_000 <= len(data) - 2_500_000 + download._BUF
+
+
+def test_a_write_failure_is_reported_as_ours(file_server, tmp_path, monkeypatch):
+    import errno as _errno
+
+    data, sha = put(file_server, "m.safetensors", 2 * MB)
+    real = os.pwrite
+    calls = {"n": 0}
+
+    def full_disk(fd, buf, offset):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(_errno.ENOSPC, "No space left on device")
+        return real(fd, buf, offset)
+
+    monkeypatch.setattr(download.os, "pwrite", full_disk)
+    with pytest.raises(DiskSpaceError, match="disk full"):
+        download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(max_connections=1))
