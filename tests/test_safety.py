@@ -110,7 +110,7 @@ def test_payloads_are_live_positive_control(tmp_path, name):
 
 @pytest.mark.parametrize("container, suffix", [("zip", ".ckpt"), ("legacy", ".pt"), ("bin", ".bin")])
 @pytest.mark.parametrize("name", PAYLOADS)
-def test_payloads_are_refused_and_never_run(tmp_path, name, container, suffix):
+def test_payloads_are_refused_and_never_run(tmp_path, monkeypatch, name, container, suffix):
     cls, offending_name = PAYLOADS[name]
     marker = tmp_path / "marker"
     path = write_payload(tmp_path / f"evil{suffix}", container, cls(marker))
@@ -130,12 +130,17 @@ def test_payloads_are_refused_and_never_run(tmp_path, name, container, suffix):
     with pytest.raises(UnsafeFileError):
         load_state_dict(path, mmap=False)
 
-    # probing reads the same pickle with inert stand-ins: it identifies, and runs nothing
-    try:
-        r = probe(path)
-        assert r.kind in ("main", "unknown")
-    except ProbeError:
-        pass
+    # probing reads the same pickle's bytes, or unpickles it with inert stand-ins: it runs nothing
+    from invokeai_model_install import probe as probe_mod
+
+    for threshold in (0, 10**15):  # the in-place reader, and the whole-pickle reader
+        monkeypatch.setattr(probe_mod, "PICKLE_IN_PLACE_ABOVE", threshold)
+        monkeypatch.setattr(probe_mod, "RECORDS_IN_PLACE_ABOVE", threshold)
+        try:
+            r = probe(path)
+            assert r.kind in ("main", "unknown")
+        except ProbeError:
+            pass
     assert not marker.exists()
 
 
