@@ -2,8 +2,8 @@
 
 A pickle-based checkpoint (``.ckpt .pt .pth .bin``, or any zip/pickle whatever its
 name) can name any Python callable and have the unpickler call it.  :func:`scan`
-lists every global a file's pickles import *without executing anything*
-(``pickletools.genops`` walks the opcodes) and gives a verdict:
+lists every global a file's pickles import *without executing anything* and gives
+a verdict:
 
 * ``safe``: only tensor-rebuild helpers (torch storages, ``_rebuild_tensor_v2``,
   ``OrderedDict``, numpy scalar helpers) and the one known-benign
@@ -15,8 +15,12 @@ lists every global a file's pickles import *without executing anything*
   ``socket`` ...), or an import target hidden from static reading: refused;
 * ``unreadable``: not a pickle/zip checkpoint we can parse.
 
-Our own opcode scan decides; picklescan (a dependency) is consulted as a second
-opinion and can only make a verdict worse (its block-list is long and kept up to date).
+How globals are found: the probe's inert unpickler (:mod:`.pickle_header`, which
+imports and calls nothing named in the file) runs over each pickle and records every
+``find_class`` call, in C; any pickle it cannot get through is walked opcode by opcode
+instead (``pickletools.genops``), which also flags import targets hidden from static
+reading.  Our classification decides; picklescan's (a dependency: its block-list is
+long and kept up to date) is applied to the same globals and can only make a verdict worse.
 
 :func:`load_state_dict` is the only way the installer loads a checkpoint:
 safetensors through ``safetensors``; pickles only after :func:`check` passes and
@@ -91,6 +95,9 @@ _DANGEROUS_NAMES = {
     "torch.serialization": {"load", "_load"},
     "torch": {"load"},
     "numpy": {"load", "loads", "fromfile"},
+    "pandas": {"read_pickle"},
+    "pandas.io.pickle": {"read_pickle"},
+    "joblib": {"load"},
 }
 _DANGEROUS_NAMES["__builtin__"] = _DANGEROUS_NAMES["builtins"]
 _DANGEROUS_NAMES["_operator"] = _DANGEROUS_NAMES["operator"]
@@ -139,7 +146,7 @@ def classify_global(full: str) -> str:
     return "suspicious"
 
 
-# --- the opcode scan -----------------------------------------------------------------------
+# --- finding the globals -----------------------------------------------------------------------
 
 _STRING_OPS = frozenset({"SHORT_BINUNICODE", "UNICODE", "BINUNICODE", "BINUNICODE8", "STRING",
                          "BINSTRING", "SHORT_BINSTRING"})

@@ -397,6 +397,8 @@ def test_classify_global():
     assert classify_global("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint") == "safe"
     assert classify_global("pytorch_lightning.callbacks.early_stopping.EarlyStopping") == "suspicious"
     assert classify_global("mytrainer.Config") == "suspicious"
+    assert classify_global("pandas.read_pickle") == "dangerous"
+    assert classify_global("torch.serialization.load") == "dangerous"
 
 
 # --- the shared tiny models (tests/plugin_models.py) ---------------------------------------------
