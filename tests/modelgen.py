@@ -44,13 +44,14 @@ KINDS: dict[str, str] = {
     "sd-2-v": "sd-2-v",
     "sd-2-inpaint": "sd-2-inpaint",
     "sdxl": "sdxl",
+    "sdxl-inpaint": "sdxl",  # the sdxl skeleton with a 9-channel UNet and the inpainting pipeline
     "sdxl-refiner": "sdxl-refiner",
 }
 
 #: Base model of each kind (what the probe should answer).
 BASE_OF: dict[str, str] = {
     "sd-1": "sd-1", "sd-1-inpaint": "sd-1", "sd-2": "sd-2", "sd-2-v": "sd-2", "sd-2-inpaint": "sd-2",
-    "sdxl": "sdxl", "sdxl-refiner": "sdxl-refiner",
+    "sdxl": "sdxl", "sdxl-inpaint": "sdxl", "sdxl-refiner": "sdxl-refiner",
 }
 
 #: The package's skeleton configs (also the converter's), the tiny models' starting point.
@@ -86,6 +87,10 @@ def tiny_configs(kind: str) -> dict[str, Any]:
         unet["transformer_layers_per_block"] = [1, 1, 2]
     elif isinstance(tlpb, int):  # refiner 4 -> 2
         unet["transformer_layers_per_block"] = 2
+
+    if kind == "sdxl-inpaint":
+        unet["in_channels"] = 9
+        docs["model_index.json"]["_class_name"] = "StableDiffusionXLInpaintPipeline"
 
     vae = docs["vae/config.json"]
     vae["block_out_channels"] = [32, 32, 64, 64]

@@ -8,7 +8,7 @@ Treat what they return as read-only (copy a file or folder before changing it).
     (``model_index.json``, ``unet``, ``vae``, ``text_encoder[_2]``, ``tokenizer[_2]``,
     ``scheduler``; fp32 ``.safetensors``).  kinds (``tests.modelgen.KINDS``): ``sd-1``,
     ``sd-1-inpaint``, ``sd-2`` (epsilon, DDIM), ``sd-2-v`` (``prediction_type=v_prediction``),
-    ``sd-2-inpaint``, ``sdxl``, ``sdxl-refiner``.  40-95 MB each, ~0.3-1 s to build.
+    ``sd-2-inpaint``, ``sdxl``, ``sdxl-inpaint``, ``sdxl-refiner``.  40-95 MB each, ~0.3-1 s to build.
     ``tiny_models.fp16(kind)`` -> the same weights with ``*.fp16.safetensors`` variant files too
     (for hub ``variant="fp16"`` tests).
 

@@ -113,7 +113,9 @@ ROUND_TRIPS = [
     ("sd-1-inpaint", "safetensors", None),
     ("sd-2", "safetensors", "epsilon"),
     ("sd-2-v", "ckpt", "v"),
+    ("sd-2-inpaint", "ckpt", None),
     ("sdxl", "safetensors", None),
+    ("sdxl-inpaint", "safetensors", None),
     ("sdxl-refiner", "ckpt", None),
 ]
 

@@ -16,6 +16,7 @@ PIPELINES = {
     "sd-2": "StableDiffusionPipeline",
     "sd-2-v": "StableDiffusionPipeline",
     "sdxl": "StableDiffusionXLPipeline",
+    "sdxl-inpaint": "StableDiffusionXLInpaintPipeline",
     "sdxl-refiner": "StableDiffusionXLImg2ImgPipeline",
 }
 
@@ -25,7 +26,7 @@ def _components(pipe) -> dict:
             if getattr(pipe, name, None) is not None}
 
 
-@pytest.mark.parametrize("kind", ["sd-1", "sd-1-inpaint", "sd-2", "sdxl", "sdxl-refiner"])
+@pytest.mark.parametrize("kind", ["sd-1", "sd-1-inpaint", "sd-2", "sdxl", "sdxl-inpaint", "sdxl-refiner"])
 def test_writer_matches_diffusers_from_single_file(kind, tiny_models, tiny_checkpoints, monkeypatch):
     """diffusers' own converter reads our single file back into exactly the folder's weights."""
     import diffusers
