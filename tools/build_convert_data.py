@@ -43,6 +43,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "invokeai_model_install" / "convert_data"
 DIFFUSERS_VERSION = "0.42.1"
+#: The wheel the vocabulary was taken from (sha256 c549ad5e...0043ce); the BPE table itself
+#: has not changed across open_clip releases.
+OPEN_CLIP_VERSION = "3.3.0"
 TRANSFORMERS_VERSION = "5.23.0"
 
 # ----------------------------------------------------------------------------------- tokenizer
@@ -77,7 +80,8 @@ def read_open_clip_bpe(wheel: Path | None) -> bytes:
     if wheel is None:
         tmp = Path(tempfile.mkdtemp(prefix="open-clip-wheel-"))
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "open-clip-torch", "-d", str(tmp)],
+            [sys.executable, "-m", "pip", "download", "--no-deps", f"open-clip-torch=={OPEN_CLIP_VERSION}",
+             "-d", str(tmp)],
             check=True,
         )
         wheel = next(tmp.glob("open_clip_torch-*.whl"))
