@@ -55,15 +55,20 @@ def test_starter_label_narrow_keeps_name_and_size_only():
     assert len(label) <= 30 and "RunwayML" not in label and "4.27 GB" in label
 
 
-def test_size_line_sums_selection_and_notes_imports_after_free_space():
+def test_size_line_sums_selection_and_notes_imports_on_a_second_line():
     sizes = {"a": 1_000_000_000, "b": 2_000_000_000, "c": 0}
-    line = model.size_line(sizes, ["a", "b"], 0, None, 50_000_000_000, 200)
-    assert line == "To download: 3.00 GB (2 starters) | Free disk: 50.00 GB"
-    line = model.size_line(sizes, ["a", "c"], 2, "/models", 50_000_000_000, 200)
-    assert "1.00 GB (2 starters, 1 of unknown size)" in line
-    assert line.index("Free disk") < line.index("2 import lines, a folder: size known after resolving")
-    assert model.size_line(sizes, [], 0, None, -1, 200) == "To download: nothing selected | Free disk: unknown"
-    assert len(model.size_line(sizes, ["a"], 3, "/x", 1, 40)) == 40
+    assert model.size_line(sizes, ["a", "b"], 0, None, 50_000_000_000, 200) == (
+        "To download: 3.00 GB (2 starters) | Free disk: 50.00 GB",
+        "",
+    )
+    first, note = model.size_line(sizes, ["a", "c"], 2, "/models", 50_000_000_000, 200)
+    assert first == "To download: 1.00 GB (2 starters, 1 of unknown size) | Free disk: 50.00 GB"
+    assert note == "+ 2 import lines and a folder: size known after resolving"
+    assert model.size_line(sizes, [], 1, None, -1, 200) == (
+        "To download: nothing selected | Free disk: unknown",
+        "+ 1 import line: size known after resolving",
+    )
+    assert all(len(line) <= 40 for line in model.size_line(sizes, ["a"], 3, "/x", 1, 40))
 
 
 def test_free_space_of_a_missing_root_uses_its_parent(tmp_path):
@@ -231,7 +236,7 @@ def test_scan_directory_must_exist(root, catalog, tmp_path):
         term.send(keys.DOWN)
         term.type(str(tmp_path / "no-such-dir"))
         term.send(keys.ENTER)  # Tab would autocomplete; Enter leaves the field
-        term.wait_for("+ a folder: size known")
+        term.wait_for("+ a folder: size known after resolving")
         term.press("DONE")
         term.wait_for("not exist: check the path")
         term.wait_for(str(tmp_path / "no-such-dir"))
@@ -250,7 +255,7 @@ def test_import_box_takes_typed_and_pasted_lines(root, catalog):
         term.send(keys.PASTE_START)
         term.type("owner/three\n/tmp/four.ckpt")
         term.send(keys.PASTE_END)
-        term.wait_for("+ 3 import lines: size known")
+        term.wait_for("+ 3 import lines: size known after resolving")
         text = term.text()
         assert "owner/one https://example.invalid/two.safetensors" in text
         assert "owner/three" in text and "/tmp/four.ckpt" in text
@@ -373,3 +378,17 @@ def test_colours_on_an_8_colour_terminal(root, catalog):
         assert len(colours - {"default"}) >= 2, colours
         term.press("CANCEL")
         assert term.wait_exit() == 0
+
+
+def test_the_form_imports_nothing_heavy():
+    """The form must draw before torch/diffusers/huggingface_hub load: the TUI never imports them."""
+    code = (
+        "import sys\n"
+        "import invokeai_model_install.tui.app, invokeai_model_install.tui.installer_app\n"
+        "import invokeai_model_install.tui.__main__, invokeai_model_install.cli, invokeai_model_install.worker\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'huggingface_hub', 'transformers', 'safetensors') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

@@ -46,7 +46,7 @@ class FormData:
 
 
 #: Rows of the form that are not the two starter lists (see :meth:`ModelForm.create`).
-FIXED_ROWS = 4 + 1 + 5 + 1 + 1 + 1 + 1 + 1 + 1 + 1  # frame+title, header, import box, dir, dir field, autoscan, convert, size, gap, buttons
+FIXED_ROWS = 4 + 1 + 5 + 1 + 1 + 1 + 1 + 1 + 1 + 1  # frame+title, header, import box, dir, dir field, autoscan, convert, size, size note, buttons
 INSTALLED_ROWS = 2  # header and purge checkbox
 
 
@@ -157,7 +157,7 @@ class ModelForm(npyscreen.FormBaseNew):
             value=False,
         )
         self.w_size = self.add(npyscreen.FixedText, value="", editable=False, color="CAUTION")
-        self.nextrely += 1
+        self.w_size_note = self.add(npyscreen.FixedText, value="", editable=False, color="CAUTION")
         row = self.nextrely
         buttons = [("DONE", self.on_done), ("CANCEL", self.on_cancel)]
         if data.wizard:
@@ -229,11 +229,12 @@ class ModelForm(npyscreen.FormBaseNew):
             scan,
             model.free_space(self.data.root),
             self.columns - 6,
-        )
+        )  # (main line, note on imports)
         if text != self._last_size_line:
             self._last_size_line = text
-            self.w_size.value = text
+            self.w_size.value, self.w_size_note.value = text
             self.w_size.update()
+            self.w_size_note.update()
 
     def resize(self) -> None:
         """Re-cut the labels to the new width (npyscreen resizes the widgets themselves)."""

@@ -92,32 +92,31 @@ def size_line(
     scan_dir: str | None,
     free_bytes: int,
     width: int,
-) -> str:
-    """The live line under the form: download size of the selection and the free disk space.
+) -> tuple[str, str]:
+    """The live lines under the form: (download size of the selection and free disk, a note on imports).
 
-    ``sizes`` maps starter keys to catalogue sizes; imports and a scan
-    directory are counted but their size is only known after resolving.
+    ``sizes`` maps starter keys to catalogue sizes; import lines and a scan
+    directory are counted in the second line ("" when there are none): their
+    size is only known after resolving.
     """
     keys = list(selected)
     total = sum(max(0, sizes.get(k, 0)) for k in keys)
     unknown = [k for k in keys if sizes.get(k, 0) <= 0]
     if keys:
-        parts = [f"To download: {human_size(total) if total else '0 B'} ({len(keys)} starter{'s' if len(keys) != 1 else ''}"]
+        first = f"To download: {human_size(total) if total else '0 B'} ({len(keys)} starter{'s' if len(keys) != 1 else ''}"
         if unknown:
-            parts[0] += f", {len(unknown)} of unknown size"
-        parts[0] += ")"
+            first += f", {len(unknown)} of unknown size"
+        first += ")"
     else:
-        parts = ["To download: nothing selected"]
-    parts.append(f"Free disk: {human_size(free_bytes) if free_bytes >= 0 else 'unknown'}")
+        first = "To download: nothing selected"
+    first += f" | Free disk: {human_size(free_bytes) if free_bytes >= 0 else 'unknown'}"
     extra = []
     if import_count:
         extra.append(f"{import_count} import line{'s' if import_count != 1 else ''}")
     if scan_dir:
         extra.append("a folder")
-    if extra:
-        # after the free space, so that a narrow terminal cuts this note, not the numbers
-        parts.append("+ " + ", ".join(extra) + ": size known after resolving")
-    return cut(" | ".join(parts), width)
+    note = ("+ " + " and ".join(extra) + ": size known after resolving") if extra else ""
+    return cut(first, width), cut(note, width)
 
 
 def installed_starters(catalog_keys: Sequence[str], repo_ids: Mapping[str, Sequence[str]], stanzas: Mapping[str, Any]) -> list[str]:

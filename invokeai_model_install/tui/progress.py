@@ -130,7 +130,7 @@ class ProgressState:
             self._row(item).detail = f"converted in {event.seconds:.0f} s"
         elif isinstance(event, ev.ItemRegistered):
             row = self._row(item)
-            row.state, row.stage, row.detail = "done", "registered", f"as {event.name}"
+            row.state, row.stage, row.detail = "done", f"installed as {event.name}", ""
             self.log.append(f"+ {row.label}: installed as {event.name}" + (f" ({event.path})" if event.path else ""))
             self._drop_files(item)
         elif isinstance(event, ev.ItemRemoved):

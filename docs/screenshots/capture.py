@@ -1,0 +1,147 @@
+"""Re-create the text screenshots in this folder (run by hand from the repository root).
+
+    .venv/bin/python docs/screenshots/capture.py
+
+It runs the real installer inside tmux (100x35, TERM=xterm) and saves ``tmux capture-pane -p``:
+
+* ``form.txt``        -- the form on a first run with the packaged catalogue, an import line typed,
+                         a scan folder chosen and conversion ticked.
+* ``progress.txt``    -- the progress screen while tiny test models download from the loopback
+                         stand-in hub and file server (tests/hubserver.py, tests/fileserver.py), throttled.
+* ``finished.txt``    -- the same screen at the end (summary, log, BACK TO THE FORM / EXIT).
+* ``too-small.txt``   -- what a 60x15 terminal gets.
+
+Nothing leaves 127.0.0.1; the roots live in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+
+SESSION = "iami-shots"
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
+
+
+def start(cmd: list[str], env: dict[str, str], cols: int = 100, rows: int = 35) -> None:
+    subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    env_args = " ".join(f"{k}={shlex_quote(v)}" for k, v in env.items())
+    line = f"cd {shlex_quote(str(REPO))} && env {env_args} {' '.join(shlex_quote(c) for c in cmd)}; sleep 600"
+    tmux("new-session", "-d", "-s", SESSION, "-x", str(cols), "-y", str(rows), line)
+
+
+def shlex_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def screen() -> str:
+    return tmux("capture-pane", "-p", "-t", SESSION)
+
+
+def wait_for(text: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = screen()
+        if text in s:
+            return s
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {text!r}:\n{screen()}")
+
+
+def keys(*k: str, literal: bool = False) -> None:
+    tmux("send-keys", "-t", SESSION, *(["-l"] if literal else []), *k)
+    time.sleep(0.3)
+
+
+def save(name: str, text: str) -> None:
+    (OUT / name).write_text("\n".join(line.rstrip() for line in text.rstrip("\n").splitlines()) + "\n")
+    print(f"wrote docs/screenshots/{name}")
+
+
+def main() -> int:
+    from tests import modelgen
+    from tests.fileserver import FileServer
+    from tests.hubserver import HubServer
+
+    py = str(REPO / ".venv" / "bin" / "python")
+    base_env = {
+        "TERM": "xterm",
+        "LC_ALL": "C.UTF-8",
+        "ESCDELAY": "25",
+        "NCURSES_NO_UTF8_ACS": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+    with tempfile.TemporaryDirectory(prefix="iami-shots-") as tmp:
+        tmp_path = Path(tmp)
+        base_env["HF_HOME"] = str(tmp_path / "hf-home")
+
+        # 1. the form, first run, packaged catalogue
+        root = tmp_path / "invokeai"
+        (root / "configs").mkdir(parents=True)
+        (tmp_path / "Downloads" / "models").mkdir(parents=True)
+        start([py, "-m", "invokeai_model_install", "--root", str(root)], base_env)
+        wait_for("IMPORT LOCAL AND REMOTE MODELS")
+        keys("Down", "Space", "Tab")  # deselect the 2nd recommended starter, go to the import box
+        keys("https://civitai.com/api/download/models/12345", literal=True)
+        keys("Enter")
+        keys("stabilityai/sd-turbo", literal=True)
+        keys("Tab", "Space", "Down")
+        keys(str(tmp_path / "Downloads" / "models"), literal=True)
+        keys("Enter", "Space", "Down", "Space", "Down")
+        save("form.txt", wait_for("a folder: size known after resolving"))
+
+        start([py, "-m", "invokeai_model_install", "--root", str(root)], base_env, cols=60, rows=15)
+        save("too-small.txt", wait_for("Enlarge"))
+
+        # 2. the progress screen: tiny models from the loopback servers, throttled so we can watch
+        models = tmp_path / "models"
+        sd1 = modelgen.make_diffusers_model("sd-1", models / "sd-1")
+        hub = HubServer().start()
+        hub.add_repo("example/tiny-sd", sd1)
+        hub.faults.throttle("*.safetensors", 3_000_000)
+        (tmp_path / "files").mkdir()
+        files = FileServer(tmp_path / "files").start()
+        modelgen.write_single_file(sd1, tmp_path / "files" / "my-finetune.safetensors", fmt="safetensors")
+        files.faults.throttle("*.safetensors", 2_000_000)
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(
+            "tiny-sd:\n  description: Tiny SD-1 pipeline from the stand-in hub\n  repo_id: example/tiny-sd\n"
+            "  recommended: true\n  size: 45000000\n"
+        )
+        root2 = tmp_path / "invokeai2"
+        (root2 / "configs").mkdir(parents=True)
+        start([py, "-m", "invokeai_model_install", "--root", str(root2), "--catalog", str(catalog)], {**base_env, "HF_ENDPOINT": hub.url})
+        wait_for("IMPORT LOCAL AND REMOTE MODELS")
+        keys("Tab")
+        keys(files.url_for("my-finetune.safetensors"), literal=True)
+        keys("Tab", "Tab", "Space", "Tab", "Tab", "Enter")  # convert, then DONE
+        wait_for("INSTALLING MODELS")
+        wait_for("ETA")
+        time.sleep(3)
+        save("progress.txt", screen())
+        save("finished.txt", wait_for("Finished:", timeout=600))
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+        hub.stop()
+        files.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
