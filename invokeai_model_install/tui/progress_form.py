@@ -132,6 +132,11 @@ class ProgressForm(npyscreen.FormBaseNew):
         width = self.columns - 8
         self.w_summary.value = self.state.summary()
         self.w_items.values = self.state.status_lines(width) or ["(nothing to do)"]
+        # more items than rows: keep the one running in view
+        states = [row.state for row in self.state.items.values()]
+        if "running" in states and len(states) > self.w_items.height:
+            running = states.index("running")
+            self.w_items.start_display_at = max(0, min(running, len(states) - self.w_items.height))
         self.w_bar.value = self.state.bar_line(width)
         self.w_log.values = list(self.state.log)
         # keep the newest log lines in view
