@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from . import ldm_keys
-from .errors import Cancelled, ConversionError, DiskSpaceError, InstallerError, QuestionUnanswered, UsageError
+from .errors import (Cancelled, ConversionError, DiskSpaceError, InstallerError, ProbeError, QuestionUnanswered,
+                     UsageError)
 from .events import EventSink, ItemConverted, ItemNote, StageChanged, discard
 
 __all__ = ["convert_checkpoint", "companion_vae", "skeleton_dir", "materialize_skeleton", "CONVERT_DATA",
@@ -576,7 +577,10 @@ def convert_checkpoint(
     if probe is None:
         from . import probe as probe_mod
 
-        probe = probe_mod.probe(src)
+        try:
+            probe = probe_mod.probe(src)
+        except ProbeError as exc:  # unreadable: the contract's ConversionError, same words
+            raise ConversionError(exc.message, hint=exc.hint) from exc
     if probe.kind != "main":
         raise ConversionError(f"{src.name}: a {probe.kind} file, not a main model; only main models convert",
                               hint=probe.reason or "install it as it is")
@@ -683,6 +687,8 @@ def convert_checkpoint(
         for s in sources:
             s.close()
         sources.clear()
+        if isinstance(exc, ProbeError):
+            raise ConversionError(exc.message, hint=exc.hint) from exc
         if isinstance(exc, (InstallerError, KeyboardInterrupt, SystemExit)):
             raise
         if isinstance(exc, ldm_keys.MappingError):

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from invokeai_model_install import convert, events
-from invokeai_model_install.errors import (ConversionError, InstallerError, ProbeError, QuestionUnanswered,
-                                           UsageError)
+from invokeai_model_install.errors import ConversionError, QuestionUnanswered, UnsafeFileError, UsageError
 from tests import modelgen
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
@@ -333,10 +332,9 @@ def test_truncated_safetensors_leaves_nothing(tiny_checkpoints, tmp_path):
     src = tmp_path / "cut.safetensors"
     src.write_bytes(data[: len(data) // 2])
     before = _sha(src)
-    with pytest.raises(InstallerError) as info:
+    with pytest.raises(ConversionError) as info:
         convert.convert_checkpoint(src, tmp_path / "out")
-    assert isinstance(info.value, (ConversionError, ProbeError))
-    assert "cut.safetensors" in info.value.one_line()
+    assert "cut.safetensors" in info.value.one_line() and info.value.hint
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == [] and _sha(src) == before
 
 
@@ -344,7 +342,7 @@ def test_truncated_ckpt_leaves_nothing(tiny_checkpoints, tmp_path):
     data = tiny_checkpoints["sd-1", "ckpt"].read_bytes()
     src = tmp_path / "cut.ckpt"
     src.write_bytes(data[: len(data) * 2 // 3])
-    with pytest.raises(InstallerError):
+    with pytest.raises(ConversionError):
         convert.convert_checkpoint(src, tmp_path / "out")
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
@@ -417,9 +415,9 @@ def test_not_a_main_model(tiny_extras, tmp_path):
         convert.convert_checkpoint(tmp_path / "missing.safetensors", tmp_path / "out")
 
 
-def test_dangerous_pickle_is_refused_and_never_runs(tmp_path):
-    """A .ckpt whose pickle would run a command is refused before anything loads it."""
-    import pickle
+def test_dangerous_pickle_is_refused_and_never_runs(tiny_checkpoints, tmp_path):
+    """A real model .ckpt that also carries a payload: refused as unsafe, the payload never runs."""
+    import torch
 
     marker = tmp_path / "pwned"
 
@@ -429,14 +427,14 @@ def test_dangerous_pickle_is_refused_and_never_runs(tmp_path):
 
             return (os.system, (f"touch {marker}",))
 
-    import zipfile
-
-    with zipfile.ZipFile(tmp_path / "evil.ckpt", "w") as zf:
-        zf.writestr("archive/data.pkl", pickle.dumps({"state_dict": {"x": Evil()}}, protocol=2))
-        zf.writestr("archive/version", "3\n")
-    with pytest.raises(InstallerError):
+    doc = torch.load(str(tiny_checkpoints["sd-1", "ckpt"]), weights_only=True)
+    doc["callbacks"] = Evil()
+    torch.save(doc, str(tmp_path / "evil.ckpt"))
+    assert not marker.exists()
+    with pytest.raises(UnsafeFileError) as info:
         convert.convert_checkpoint(tmp_path / "evil.ckpt", tmp_path / "out")
-    assert not marker.exists() and not (tmp_path / "out").exists()
+    assert "system" in info.value.one_line()
+    assert not marker.exists() and not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
 
 def test_device_choices(tiny_checkpoints, tmp_path):
