@@ -58,7 +58,6 @@ from invokeai_model_install.layout import RootLayout
 from invokeai_model_install.plan import InstallPlan
 
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 Ask = Callable[[QuestionAsked], Optional[str]]
 
@@ -661,7 +660,8 @@ def _safety(path: Path, ctx: ItemContext, label: str, *, delete_on_danger: bool)
     """Refuse dangerous pickles (never loaded); note suspicious ones."""
     from invokeai_model_install import safety
 
-    files = [p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES]
+    # Judge files by content, not by name: a pickle renamed .json or .safetensors is still a pickle.
+    files = list(safety.candidate_files(path)) if path.is_dir() else [path]
     for f in files:
         verdict = safety.scan(f)
         if verdict.verdict == "dangerous":

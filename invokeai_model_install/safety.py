@@ -46,7 +46,7 @@ from .pickle_header import LEGACY_MAGIC, STORAGE_DTYPES, TORCH_DTYPES, HeaderUnp
 
 __all__ = ["ScanVerdict", "scan", "check", "load_state_dict", "classify_global", "PICKLE_SUFFIXES"]
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+from .probe import PICKLE_SUFFIXES  # one list of pickle suffixes, kept by the probe
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
 _RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}
@@ -360,7 +360,7 @@ def _scan_file(path: Path) -> ScanVerdict:
     return verdict
 
 
-def _candidate_files(folder: Path) -> Iterable[Path]:
+def candidate_files(folder: Path) -> Iterable[Path]:
     """Files in a folder that could hold code or weights: pickles by name or content, and safetensors."""
     for root, _dirs, files in os.walk(folder):
         for name in sorted(files):
@@ -379,7 +379,7 @@ def scan(path: str | os.PathLike) -> ScanVerdict:
     """Scan a file, or every pickle/safetensors file in a folder (the worst verdict wins); never executes anything."""
     path = Path(path)
     if path.is_dir():
-        verdicts = [(p, _scan_file(p)) for p in _candidate_files(path)]
+        verdicts = [(p, _scan_file(p)) for p in candidate_files(path)]
         if not verdicts:
             return ScanVerdict("safe", (), f"{path.name}: no pickle or safetensors files")
         worst_path, worst = max(verdicts, key=lambda pv: _RANK[pv[1].verdict])

@@ -125,6 +125,18 @@ def test_dangerous_pickle_refused_and_left_alone(root, tmp_path):
     assert "evil" not in stanzas(root)
 
 
+def test_pickle_renamed_json_inside_a_diffusers_folder_is_refused(root, tmp_path, tiny_models):
+    """Files are judged by content, not name: a pickle payload named .json is still refused."""
+    folder = tmp_path / "sneaky-model"
+    shutil.copytree(tiny_models["sd-1"], folder)
+    (folder / "unet" / "extra.json").write_bytes(pickle.dumps({"state_dict": _Evil()}))
+    result, seen = run(root, folder)
+    o = result.outcomes[0]
+    assert o.status == "failed" and o.error == "UnsafeFileError"
+    assert "extra.json" in o.message
+    assert "sneaky-model" not in stanzas(root)
+
+
 def test_local_convert_to_diffusers(root, tmp_path, tiny_checkpoints):
     src = tmp_path / "conv-me.safetensors"
     shutil.copy(tiny_checkpoints["sd-1", "safetensors"], src)
