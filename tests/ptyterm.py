@@ -110,6 +110,23 @@ class PtyTerm:
         except pexpect.EOF:
             return False
 
+    def settle(self, quiet: float = 0.2, max_wait: float = 10.0) -> None:
+        """Read until the program has been silent for ``quiet`` seconds (at most ``max_wait``).
+
+        Used between keys whose effect is checked: on a loaded machine a redraw
+        can lag, and a key sent before it lands would be counted twice.
+        """
+        deadline = time.monotonic() + max_wait
+        while time.monotonic() < deadline:
+            try:
+                data = self.child.read_nonblocking(65536, timeout=quiet)
+            except pexpect.TIMEOUT:
+                return
+            except pexpect.EOF:
+                return
+            self.raw += data
+            self.stream.feed(data)
+
     def lines(self) -> list[str]:
         """The rendered screen, one string per row (trailing blanks kept)."""
         return list(self.screen.display)
@@ -186,11 +203,12 @@ class PtyTerm:
         """
         for _ in range(tries):
             self.wait_for(text, timeout)
+            self.settle()
             if self.highlighted(text):
                 return
             before = (self._reverse_cells(), self.text())
             self.child.send(key.encode("utf-8"))
-            deadline = time.monotonic() + 3.0
+            deadline = time.monotonic() + 10.0
             while (self._reverse_cells(), self.text()) == before and time.monotonic() < deadline:
                 if not self.pump(0.05):
                     break

@@ -76,6 +76,7 @@ def model_dir(layout: RootLayout, stanza: dict) -> Path:
 
 def test_install_starters_imports_and_a_scan_folder_from_the_form(root, catalog, hub_server, file_server, tiny_models, tiny_checkpoints, tmp_path):
     hub_server.add_repo("test/tiny-sd", tiny_models["sd-1"])
+    hub_server.add_repo("test/pasted-sd2", tiny_models["sd-2"])
     shutil.copy(tiny_checkpoints["sd-1", "safetensors"], file_server.folder / "remote-sd1.safetensors")
     url = file_server.url_for("remote-sd1.safetensors")
     scan = tmp_path / "my models"
@@ -90,7 +91,10 @@ def test_install_starters_imports_and_a_scan_folder_from_the_form(root, catalog,
         term.wait_for("To download: 45.00 MB (1 starter)")
         term.send(keys.TAB)  # into the import box
         term.type(url + "\n")
-        term.wait_for("+ 1 import line")
+        term.send(keys.PASTE_START)  # a repo id pasted with the terminal's bracketed-paste mode on
+        term.type("test/pasted-sd2")
+        term.send(keys.PASTE_END)
+        term.wait_for("+ 2 import lines")
         term.focus("Select a directory for models to import")
         term.send(keys.SPACE, keys.DOWN)
         term.type(str(scan))
@@ -113,8 +117,9 @@ def test_install_starters_imports_and_a_scan_folder_from_the_form(root, catalog,
         assert "tiny-sd" in reg and "tiny-unwanted" not in reg
         assert (model_dir(root, reg["tiny-sd"]) / "model_index.json").is_file()
         others = {n: s for n, s in reg.items() if n != "tiny-sd"}
-        assert len(others) == 2, reg
-        for stanza in others.values():  # both single files were converted: diffusers folders
+        assert len(others) == 3, reg
+        assert any("pasted-sd2" in n for n in others), reg
+        for stanza in others.values():  # the hub pipeline, and both single files converted: diffusers folders
             assert stanza["format"] == "diffusers"
             assert (model_dir(root, stanza) / "unet" / "config.json").is_file()
         assert (scan / "scanned-inpaint.safetensors").is_file()  # the original is kept
