@@ -101,6 +101,8 @@ def main() -> int:
     ap.add_argument("--device", default="auto", help="our converter's device (auto|cpu|cuda)")
     ap.add_argument("--checkpoint", type=Path, help="reuse an SD1.5-shaped checkpoint instead of building one")
     ap.add_argument("--only", choices=("ours", "diffusers"), help="run one side only (quick iterations)")
+    ap.add_argument("--ckpt", action="store_true",
+                    help="also time ours on the same weights saved as a torch zip .ckpt (pickle path)")
     args = ap.parse_args()
 
     from invokeai_model_install.convert import materialize_skeleton
@@ -134,6 +136,23 @@ def main() -> int:
                 print(f"{name:9s} {precision}: {wall:6.1f} s process, {inner:6.1f} s in call, "
                       f"peak RSS {rss / 1e9:5.2f} GB ({rss / size:4.2f}x checkpoint), output {bytes_out / 1e9:.2f} GB")
                 shutil.rmtree(out)
+
+        if args.ckpt:
+            pickle_ckpt = work / "sd15-random.ckpt"
+            run("import sys, torch\nfrom safetensors.torch import load_file\n"
+                "torch.save({'state_dict': load_file(sys.argv[1]), 'global_step': 840000}, sys.argv[2])\n"
+                "print('INNER 0')", [str(ckpt), str(pickle_ckpt)], env)
+            with open(pickle_ckpt, "rb") as f:
+                while f.read(64 << 20):
+                    pass
+            for precision in ("fp32", "fp16"):
+                out = work / f"out-ckpt-{precision}"
+                wall, inner, rss, _ = run(OURS, [str(pickle_ckpt), str(out), precision, args.device], env)
+                results["ours-ckpt", precision] = (wall, inner, rss)
+                print(f"ours .ckpt {precision}: {wall:6.1f} s process, {inner:6.1f} s in call, "
+                      f"peak RSS {rss / 1e9:5.2f} GB ({rss / size:4.2f}x checkpoint)")
+                shutil.rmtree(out)
+            pickle_ckpt.unlink()
 
         print()
         for precision in ("fp32", "fp16") if not args.only else ():

@@ -189,6 +189,8 @@ class _TorchSource(_Source):
 
         sd = safety.load_state_dict(path, mmap=True)
         self._t = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        self._ranges = _file_mappings(path)
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0)) if self._ranges else None
         self.shapes = {k: tuple(v.shape) for k, v in self._t.items()}
         self.codes = {}
         for k, v in self._t.items():
@@ -213,6 +215,22 @@ class _TorchSource(_Source):
         t = self._t[name]
         return t.data_ptr() if t.numel() else 0
 
+    def file_range(self, name: str) -> tuple[int, int, int] | None:
+        """Where torch's mapping puts a tensor in the file (zip members are stored uncompressed),
+        so unchanged bytes can be copied by the kernel; checked against the mapped bytes."""
+        t = self._t[name]
+        if self._fd is None or not t.is_contiguous() or t.numel() == 0:
+            return None
+        ptr, nbytes = t.data_ptr(), t.numel() * t.element_size()
+        for lo, hi, file_offset in self._ranges:
+            if lo <= ptr and ptr + nbytes <= hi:
+                offset = ptr - lo + file_offset
+                probe = min(64, nbytes)
+                if os.pread(self._fd, probe, offset) != bytes(self.view(name)[:probe]):
+                    return None
+                return self._fd, offset, nbytes
+        return None
+
     def release(self, name: str) -> None:
         # torch maps the whole zip privately; the pages we read stay resident unless dropped
         t = self._t[name]
@@ -226,6 +244,27 @@ class _TorchSource(_Source):
 
     def close(self) -> None:
         self._t.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _file_mappings(path: Path) -> list[tuple[int, int, int]]:
+    """``(start, end, file offset)`` of this process's memory maps of ``path`` (Linux), else []."""
+    if not hasattr(os, "pread"):
+        return []
+    real = os.path.realpath(path)
+    found = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(None, 5)
+                if len(parts) == 6 and parts[5] == real:
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    found.append((lo, hi, int(parts[2], 16)))
+    except OSError:
+        return []
+    return found
 
 
 def _libc():
