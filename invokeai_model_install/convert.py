@@ -309,10 +309,13 @@ def _read_yaml(path: Path) -> _YamlOptions:
     params = doc.get("model", {}).get("params", {}) if isinstance(doc, dict) else {}
     if not isinstance(params, dict):
         return opts
+    scaling = (((params.get("denoiser_config") or {}).get("params") or {}).get("scaling_config") or {})
     if params.get("parameterization"):
         opts.parameterization = str(params["parameterization"])
+    elif "VScaling" in str(scaling.get("target", "")):  # SGM (SDXL) yamls say v-prediction this way
+        opts.parameterization = "v"
     elif params:
-        opts.parameterization = "eps"  # the LDM default
+        opts.parameterization = "eps"  # the LDM/SGM default
     if params.get("scale_factor") is not None:
         opts.scale_factor = float(params["scale_factor"])
     unet = (params.get("unet_config") or params.get("network_config") or {}).get("params", {}) or {}

@@ -273,6 +273,25 @@ def test_companion_yaml_without_v_means_epsilon_and_explicit_answer_wins(tiny_ch
     assert json.loads((out2 / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
 
 
+def test_sgm_yaml_with_v_scaling_means_v(tiny_checkpoints, tmp_path):
+    yaml_path = tmp_path / "sdxl-v.yaml"
+    yaml_path.write_text(textwrap.dedent("""
+        model:
+          target: sgm.models.diffusion.DiffusionEngine
+          params:
+            denoiser_config:
+              target: sgm.modules.diffusionmodules.denoiser.DiscreteDenoiser
+              params:
+                scaling_config:
+                  target: sgm.modules.diffusionmodules.denoiser_scaling.VScaling
+            network_config:
+              params:
+                num_head_channels: 64
+    """))
+    out = convert.convert_checkpoint(tiny_checkpoints["sdxl", "safetensors"], tmp_path / "out", config_yaml=yaml_path)
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+
+
 def test_explicit_config_yaml(tiny_checkpoints, tmp_path):
     yaml_path = tmp_path / "v2-inference-v.yaml"
     yaml_path.write_text('model:\n  params:\n    parameterization: "v"\n')
