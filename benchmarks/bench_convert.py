@@ -99,6 +99,7 @@ def main() -> int:
     ap.add_argument("--workdir", default=tempfile.gettempdir())
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--device", default="auto", help="our converter's device (auto|cpu|cuda)")
+    # With a GPU present, ours also runs fp16 with --device cpu and cuda, and prints the ratio.
     ap.add_argument("--checkpoint", type=Path, help="reuse an SD1.5-shaped checkpoint instead of building one")
     ap.add_argument("--only", choices=("ours", "diffusers"), help="run one side only (quick iterations)")
     ap.add_argument("--ckpt", action="store_true",
@@ -161,12 +162,21 @@ def main() -> int:
                   f"[goal <= 0.70];  peak RSS ours = {orss / size:.2f}x checkpoint [goal <= 1.10], "
                   f"diffusers {dr / size:.2f}x")
         print(f"load average after: {os.getloadavg()}")
-        try:
-            import torch
+        import torch
 
-            print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)")
-        except ImportError:
-            pass
+        if torch.cuda.is_available():  # the casts on the GPU vs on the CPU (copies never touch it)
+            print("GPU:", torch.cuda.get_device_name(0))
+            for dev in ("cpu", "cuda"):
+                out = work / f"out-{dev}"
+                wall, inner, rss, _ = run(OURS, [str(ckpt), str(out), "fp16", dev], env)
+                results[f"ours-device-{dev}", "fp16"] = (wall, inner, rss)
+                print(f"ours fp16 on {dev}: {wall:6.1f} s process, {inner:6.1f} s in call, peak RSS {rss / 1e9:5.2f} GB")
+                shutil.rmtree(out)
+            cpu, gpu = results["ours-device-cpu", "fp16"], results["ours-device-cuda", "fp16"]
+            print(f"GPU/CPU time (fp16) = {gpu[1] / cpu[1]:.2f} in call; auto picks "
+                  f"{'cuda' if gpu[1] < cpu[1] else 'cpu (the GPU did not help here)'} would be faster")
+        else:
+            print("GPU: none (CPU only; GPU vs CPU not measured)")
         print(json.dumps({f"{k[0]}-{k[1]}": {"wall_s": round(v[0], 2), "call_s": round(v[1], 2),
                                                "peak_rss_gb": round(v[2] / 1e9, 3)} for k, v in results.items()}))
     finally:
