@@ -173,8 +173,8 @@ def main() -> int:
                 print(f"ours fp16 on {dev}: {wall:6.1f} s process, {inner:6.1f} s in call, peak RSS {rss / 1e9:5.2f} GB")
                 shutil.rmtree(out)
             cpu, gpu = results["ours-device-cpu", "fp16"], results["ours-device-cuda", "fp16"]
-            print(f"GPU/CPU time (fp16) = {gpu[1] / cpu[1]:.2f} in call; auto picks "
-                  f"{'cuda' if gpu[1] < cpu[1] else 'cpu (the GPU did not help here)'} would be faster")
+            print(f"GPU/CPU time (fp16) = {gpu[1] / cpu[1]:.2f} in call: faster here: "
+                  f"{'cuda' if gpu[1] < cpu[1] else 'cpu'} (device=auto picks cuda when present)")
         else:
             print("GPU: none (CPU only; GPU vs CPU not measured)")
         print(json.dumps({f"{k[0]}-{k[1]}": {"wall_s": round(v[0], 2), "call_s": round(v[1], 2),
