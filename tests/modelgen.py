@@ -134,14 +134,12 @@ def _copy_tokenizer(dest: Path, skeleton_tok: dict[str, Any]) -> None:
 
 
 def _write_fp16_variant(folder: Path, weights: str) -> None:
-    import torch
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(str(folder / weights))
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
     stem, ext = weights.rsplit(".", 1)
     save_file(half, str(folder / f"{stem}.fp16.{ext}"), metadata={"format": "pt"})
-    del torch
 
 
 def make_diffusers_model(kind: str, dest: str | Path, *, seed: int = 0, variant_fp16: bool = False) -> Path:

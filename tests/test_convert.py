@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -156,7 +157,7 @@ def test_loads_in_a_fresh_offline_process_with_an_empty_hf_cache(tiny_checkpoint
         assert pipe.unet.dtype == torch.float16
         print("LOADED", type(pipe).__name__)
     """)
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(empty_home), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
                HF_ENDPOINT="http://127.0.0.1:9")  # anything that did try the network would fail fast
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
