@@ -535,3 +535,80 @@ def test_ckpt_tensors_are_located_in_the_file_for_kernel_copies(tiny_checkpoints
             assert located == 50
     finally:
         src.close()
+
+
+FULL_SIZE = [("sd-1", "sd-1", "normal"), ("sd-1-inpaint", "sd-1", "inpaint"), ("sd-2", "sd-2", "normal"),
+             ("sd-2-v", "sd-2", "normal"), ("sd-2-inpaint", "sd-2", "inpaint"), ("sdxl", "sdxl", "normal"),
+             ("sdxl-refiner", "sdxl-refiner", "normal")]
+
+
+def _open_clip_shapes(prefix: str, width: int, layers: int, projection: int) -> dict:
+    """Names and shapes of an OpenCLIP text tower as the original checkpoints store it."""
+    h = width
+    shapes = {prefix + "token_embedding.weight": (49408, h), prefix + "positional_embedding": (77, h),
+              prefix + "ln_final.weight": (h,), prefix + "ln_final.bias": (h,),
+              prefix + "text_projection": (h, projection), prefix + "logit_scale": ()}
+    for i in range(layers):
+        r = f"{prefix}transformer.resblocks.{i}."
+        shapes.update({r + "attn.in_proj_weight": (3 * h, h), r + "attn.in_proj_bias": (3 * h,),
+                       r + "attn.out_proj.weight": (h, h), r + "attn.out_proj.bias": (h,),
+                       r + "ln_1.weight": (h,), r + "ln_1.bias": (h,), r + "ln_2.weight": (h,), r + "ln_2.bias": (h,),
+                       r + "mlp.c_fc.weight": (4 * h, h), r + "mlp.c_fc.bias": (4 * h,),
+                       r + "mlp.c_proj.weight": (h, 4 * h), r + "mlp.c_proj.bias": (h,)})
+    return shapes
+
+
+@pytest.mark.parametrize("skeleton,base,variant", FULL_SIZE)
+def test_full_size_layouts_derive_the_real_configs(skeleton, base, variant, tmp_path):
+    """Real-size models (shapes only, on torch's meta device): the key plan covers every tensor
+    and the configs derived from the shapes are exactly the official ones of the skeleton."""
+    import types
+
+    import diffusers
+    import torch
+
+    from invokeai_model_install.ldm_keys import expected_clip_keys
+
+    docs = convert._read_skeleton(skeleton)
+    original = json.loads(json.dumps(docs))
+    shapes: dict = {}
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel.from_config(
+            {k: v for k, v in docs["unet/config.json"].items() if not k.startswith("_")}).state_dict()
+        vae = diffusers.AutoencoderKL.from_config(
+            {k: v for k, v in docs["vae/config.json"].items() if not k.startswith("_")}).state_dict()
+        for k, v in modelgen._unet_to_ldm(dict(unet), docs["unet/config.json"]).items():
+            shapes["model.diffusion_model." + k] = tuple(v.shape)
+        for k, v in modelgen._vae_to_ldm(dict(vae), docs["vae/config.json"]).items():
+            shapes["first_stage_model." + k] = tuple(v.shape)
+
+        def clip_l(prefix: str) -> None:
+            cfg = docs["text_encoder/config.json"]
+            sd = {k: torch.empty(s) for k, s in expected_clip_keys(cfg, with_projection=False).items()}
+            shapes.update({prefix + k: tuple(v.shape) for k, v in modelgen._clip_to_hf_ldm(sd).items()})
+
+    if base == "sd-1":
+        clip_l("cond_stage_model.")
+    elif base == "sd-2":  # ViT-H: 24 layers in the file, the model uses 23
+        cfg = docs["text_encoder/config.json"]
+        shapes.update(_open_clip_shapes("cond_stage_model.model.", cfg["hidden_size"], cfg["num_hidden_layers"] + 1,
+                                        cfg["hidden_size"]))
+    else:
+        cfg = docs["text_encoder_2/config.json"]
+        if base == "sdxl":
+            clip_l("conditioner.embedders.0.")
+        prefix = "conditioner.embedders.1.model." if base == "sdxl" else "conditioner.embedders.0.model."
+        shapes.update(_open_clip_shapes(prefix, cfg["hidden_size"], cfg["num_hidden_layers"], cfg["projection_dim"]))
+
+    source = types.SimpleNamespace(shapes=shapes, codes={k: "F32" for k in shapes}, position=lambda name: 0)
+    probe = types.SimpleNamespace(base=base, variant=variant)
+    prediction = "v" if skeleton == "sd-2-v" else "epsilon"
+    outputs, checks = convert._plan(tmp_path / "real.safetensors", source, probe, docs, convert._YamlOptions(),
+                                    prediction, events.discard)
+    for check in checks.values():  # every planned tensor matches the diffusers model, nothing missing
+        convert._check_shapes(check[0], check[1], convert._meta_shapes(check[2], check[3]), check[4])
+    for rel in ("unet/config.json", "vae/config.json", "text_encoder/config.json", "text_encoder_2/config.json",
+                "scheduler/scheduler_config.json", "model_index.json"):
+        assert docs.get(rel) == original.get(rel), rel
+    planned = {m.src for o in outputs for m in o.plan.moves} | {k for o in outputs for k in o.plan.skipped}
+    assert planned == set(shapes), sorted(set(shapes) - planned)[:5]
