@@ -79,7 +79,11 @@ class ModelForm(npyscreen.FormBaseNew):
         self.data = data
         self.restore = restore
         self.restore_editw = restore_editw
-        self._last_size_line = ""
+        self._last_size_line: tuple[str, str] = ("", "")
+        # the pad is never smaller than what the form needs (npyscreen's default, 80x24, may be
+        # larger or smaller); a terminal smaller than the pad shows it scrolled to the focus
+        n_inst = len(data.installed_keys)
+        keywords.setdefault("minimum_lines", required_size(n_inst, len(data.catalog) - n_inst)[1])
         super().__init__(*args, **keywords)
         self._built_for = self._max_physical()
 
@@ -153,7 +157,7 @@ class ModelForm(npyscreen.FormBaseNew):
         )
         self.w_convert = self.add(
             npyscreen.Checkbox,
-            name="Convert imported models into diffusers (keeps the original: 2x the disk)",
+            name="Convert imported models into diffusers (keeps the original: 2x disk)",
             value=False,
         )
         self.w_size = self.add(npyscreen.FixedText, value="", editable=False, color="CAUTION")
@@ -235,15 +239,6 @@ class ModelForm(npyscreen.FormBaseNew):
             self.w_size.value, self.w_size_note.value = text
             self.w_size.update()
             self.w_size_note.update()
-
-    def resize(self) -> None:
-        """Re-cut the labels to the new width (npyscreen resizes the widgets themselves)."""
-        label_w = max(20, self.columns - 12)
-        if self.w_installed is not None:
-            self.w_installed.values = [self._label(k, label_w) for k in self.installed]
-        self.w_new.values = [self._label(k, label_w) for k in self.new_keys]
-        self._last_size_line = ""
-        self.update_size_line()
 
     # --- values and buttons ---------------------------------------------------------
 
