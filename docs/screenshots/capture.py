@@ -9,6 +9,7 @@ It runs the real installer inside tmux (100x35, TERM=xterm) and saves ``tmux cap
 * ``progress.txt``    -- the progress screen while tiny test models download from the loopback
                          stand-in hub and file server (tests/hubserver.py, tests/fileserver.py), throttled.
 * ``finished.txt``    -- the same screen at the end (summary, log, BACK TO THE FORM / EXIT).
+* ``question.txt``    -- the popup for an SD-2 checkpoint whose prediction type the file does not tell.
 * ``too-small.txt``   -- what a 60x15 terminal gets.
 
 Nothing leaves 127.0.0.1; the roots live in a temporary folder.
@@ -136,6 +137,19 @@ def main() -> int:
         time.sleep(3)
         save("progress.txt", screen())
         save("finished.txt", wait_for("Finished:", timeout=600))
+
+        # 3. the SD-2 question: a local single-file SD-2 checkpoint without global_step, converted
+        sd2 = modelgen.make_diffusers_model("sd-2", models / "sd-2")
+        ckpt = modelgen.write_single_file(sd2, tmp_path / "files" / "my-sd2-model.safetensors", fmt="safetensors")
+        root3 = tmp_path / "invokeai3"
+        (root3 / "configs").mkdir(parents=True)
+        empty = tmp_path / "empty.yaml"
+        empty.write_text("")
+        start([py, "-m", "invokeai_model_install", "--root", str(root3), "--catalog", str(empty)], base_env)
+        wait_for("IMPORT LOCAL AND REMOTE MODELS")
+        keys(str(ckpt), literal=True)
+        keys("Tab", "Tab", "Space", "Tab", "Tab", "Enter")  # convert, then DONE
+        save("question.txt", wait_for("skip this model", timeout=600))
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
         hub.stop()
         files.stop()
