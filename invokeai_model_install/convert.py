@@ -667,6 +667,7 @@ def convert_checkpoint(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.converting-{uuid.uuid4().hex[:8]}"
     sources: list[_Source] = []
+    started_checker: _Checks | None = None
     try:
         source = _open_source(src)
         sources.append(source)
@@ -715,6 +716,7 @@ def convert_checkpoint(
             _json(tmp / o.folder / "config.json", cfg)
         checker = _Checks(list(checks.values()))
         checker.start()
+        started_checker = checker
         order = sorted(outputs, key=lambda o: (sources.index(o.source), min(
             (o.source.position(m.src) for m in o.plan.moves), default=0)))
         for n, o in enumerate(order, 1):
@@ -725,6 +727,10 @@ def convert_checkpoint(
         os.replace(tmp, dest)
         _fsync_path(dest.parent)
     except BaseException as exc:
+        if started_checker is not None:
+            # Never leave the checker running: a daemon thread still inside torch/diffusers
+            # C++ code when the interpreter exits aborts the whole process (std::terminate).
+            started_checker.join()
         shutil.rmtree(tmp, ignore_errors=True)
         for s in sources:
             s.close()

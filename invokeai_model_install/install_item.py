@@ -458,7 +458,8 @@ def _convert_and_register(src: Path, spec: _Spec, ctx: ItemContext, conv_key: st
         if not isinstance(event, ItemConverted):
             ctx.emit(event)
 
-    kwargs = dict(probe=pr, precision=ctx.plan.precision, device=ctx.plan.device, prediction_type=prediction, on_event=forward)
+    kwargs = dict(probe=pr, precision=ctx.plan.precision, device=ctx.plan.device, prediction_type=prediction, on_event=forward,
+                  cancel=ctx.cancel)  # checked between tensors: a cancel stops a conversion promptly
     try:
         try:
             conv.convert_checkpoint(src, tmp, **kwargs)

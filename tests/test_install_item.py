@@ -169,3 +169,28 @@ def test_placed_but_not_marked_installed_finishes_without_duplicates(root, tmp_p
         doc.remove("lora")
     result, _ = run(root, src)
     assert result.outcomes[0].status == "installed" and list(stanzas(root)) == ["lora"]
+
+
+def test_cancel_during_conversion_stops_between_tensors(root, tmp_path, tiny_checkpoints):
+    """A cancel that arrives while the first component converts stops before the next one starts."""
+    import threading
+
+    src = tmp_path / "conv-cancel.safetensors"
+    shutil.copy(tiny_checkpoints["sd-1", "safetensors"], src)
+    cancel = threading.Event()
+    details: list[str] = []
+
+    def on_event(event):
+        if isinstance(event, ev.StageChanged) and event.stage == "convert":
+            details.append(event.detail)
+            if "(1/" in event.detail:
+                cancel.set()
+
+    result = run_plan(InstallPlan(imports=(str(src),), convert=True, precision="fp32"), root,
+                      on_event=on_event, cancel=cancel)
+    assert any("(1/" in d for d in details)
+    assert not any("(2/" in d for d in details), details  # the converter itself saw the cancel
+    assert not result.ok and result.cancelled
+    assert "conv-cancel" not in stanzas(root)
+    assert not (root.kind_dir("main-diffusers") / "conv-cancel").exists()
+    assert src.exists()
