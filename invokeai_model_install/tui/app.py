@@ -157,6 +157,7 @@ def run_form(
             for name in ("invokeai_model_install", "py.warnings"):
                 logging.getLogger(name).removeHandler(handler)
             handler.close()
+            logging.captureWarnings(False)
     return app.result
 
 
