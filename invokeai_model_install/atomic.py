@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename (no-op where directories cannot be opened, e.g. Windows)."""
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: persists a rename); a no-op where folders cannot be opened (Windows)."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -72,7 +72,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, backup: str | 
             leftovers.remove(btmp)
         os.replace(tmp, path)
         leftovers.remove(tmp)
-        _fsync_dir(directory)
+        fsync_path(directory)
     finally:
         for name in leftovers:
             try:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ldm_keys
+from .atomic import fsync_path
 from .errors import (Cancelled, ConversionError, DiskSpaceError, InstallerError, ProbeError, QuestionUnanswered,
                      UsageError)
 from .events import EventSink, ItemConverted, ItemNote, StageChanged, discard
@@ -725,7 +726,7 @@ def convert_checkpoint(
         checker.result()
         _fsync_tree(tmp)
         os.replace(tmp, dest)
-        _fsync_path(dest.parent)
+        fsync_path(dest.parent)
     except BaseException as exc:
         if started_checker is not None:
             # Never leave the checker running: a daemon thread still inside torch/diffusers
@@ -766,20 +767,7 @@ def _fsync_tree(root: Path) -> None:
     for p in [root, *sorted(root.rglob("*"))]:
         if p.is_file() and p.suffix == ".safetensors":
             continue
-        _fsync_path(p)
-
-
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. folders on Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        fsync_path(p)
 
 
 def _plan(src: Path, source: _Source, probe: Any, docs: dict[str, Any], yaml_opts: _YamlOptions,

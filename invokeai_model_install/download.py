@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from invokeai_model_install import http_errors, tokens
+from invokeai_model_install.units import human_bytes
 from invokeai_model_install.errors import (
     Cancelled,
     DiskSpaceError,
@@ -224,16 +225,6 @@ def filename_from_disposition(value: str | None) -> str | None:
     if m:
         return safe_filename(m.group(1).strip())
     return None
-
-
-def human_bytes(n: int) -> str:
-    """``1.5 GB`` style sizes for messages."""
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
 
 
 def check_disk_space(needed_bytes: int, path: str | os.PathLike, *, free: Callable[[Path], int] | None = None) -> None:

@@ -284,7 +284,7 @@ def dry_run(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None, *,
             settings: Any = None, stdout: Any = None, stderr: Any = None) -> int:
     """Print what ``plan`` would do (metadata only); writes nothing.  Exit 1 when an item cannot be resolved."""
     from invokeai_model_install import worker
-    from invokeai_model_install.render_rich import human_bytes
+    from invokeai_model_install.units import human_bytes
 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
@@ -380,7 +380,7 @@ def cmd_verify(args: argparse.Namespace, layout: RootLayout, catalog_path: Path 
         json.dump({"ok": bad == 0, "models": report}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        from invokeai_model_install.render_rich import human_bytes
+        from invokeai_model_install.units import human_bytes
 
         for r in report:
             if r["status"] == "no manifest":

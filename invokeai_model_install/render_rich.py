@@ -32,17 +32,9 @@ from invokeai_model_install.events import (
     Retrying,
     StageChanged,
 )
+from invokeai_model_install.units import human_bytes
 
 
-def human_bytes(n: int | float) -> str:
-    """``1.23 GB`` style (decimal units, as download sizes are usually given)."""
-    if n is None or n < 0:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"  # pragma: no cover
 
 
 class _Base:
