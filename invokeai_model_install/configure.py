@@ -148,6 +148,7 @@ def setup_root(
     interactive: bool | None = None,
     ask: Callable[[str], str] | None = None,
     out: Callable[[str], None] = print,
+    form: Callable[..., int] | None = None,
 ) -> int:
     """Set up (or repair) the root, then run the installer; returns an exit status.
 
@@ -156,6 +157,8 @@ def setup_root(
     :param hf_token: a token to store (the interactive run asks for one).
     :param interactive: override tty detection (tests).
     :param ask: how to ask for the token (default: ``getpass``).
+    :param form: the installer form (default ``tui.app.run_form``); its BACK result returns to
+        the wizard's previous page, the token question.
     """
     interactive = _is_interactive() if interactive is None else interactive
     existed = layout.exists()
@@ -164,21 +167,31 @@ def setup_root(
     for name in legacy_configs_differing(layout):
         out(f"  kept your edited configs/stable-diffusion/{name}")
 
-    if hf_token is None and interactive and not yes:
-        ask = ask or (lambda prompt: getpass.getpass(prompt))
-        hf_token = ask(
-            "HuggingFace access token for gated models (from https://huggingface.co/settings/tokens; Enter to skip): "
-        ).strip() or None
-    if hf_token:
-        save_hf_token(hf_token)
-        out("Stored the HuggingFace token in huggingface_hub's token store.")
+    ask_token = hf_token is None and interactive and not yes
+    while True:  # the wizard's pages: the token question, then the installer form (BACK returns here)
+        if ask_token:
+            ask = ask or (lambda prompt: getpass.getpass(prompt))
+            hf_token = ask(
+                "HuggingFace access token for gated models (from https://huggingface.co/settings/tokens; Enter to skip): "
+            ).strip() or None
+        if hf_token:
+            save_hf_token(hf_token)
+            out("Stored the HuggingFace token in huggingface_hub's token store.")
 
-    if not open_installer:
-        return 0
-    if interactive and not yes:
-        from invokeai_model_install.tui.app import run_form
+        if not open_installer:
+            return 0
+        if not (interactive and not yes):
+            break
+        if form is None:
+            from invokeai_model_install.tui.app import run_form as form
+        from invokeai_model_install.tui.app import FormResult
 
-        return int(run_form(layout, wizard=True, catalog_path=catalog_path) or 0)
+        result = form(layout, wizard=True, catalog_path=catalog_path)
+        if result == FormResult.BACK:
+            out("Back to the first-run setup.")
+            hf_token, ask_token = None, True
+            continue
+        return int(result or 0)
     argv = installer_argv(
         layout, skip_sd_weights=skip_sd_weights, skip_support_models=skip_support_models, catalog_path=catalog_path
     )

@@ -208,3 +208,23 @@ def test_skip_sd_weights_installs_only_the_support_models(e2e_hub, tmp_path, cap
     assert "tiny-sd" not in stanzas
     assert len(_vae_stanzas(layout)) == 1
     assert hub.stats.served("/test/tiny-sd/*") == 0
+
+
+def test_wizard_back_returns_to_the_token_page_then_the_form_again(tmp_path: Path) -> None:
+    """BACK on the installer page goes to the wizard's previous page (the token question), not to an exit."""
+    from invokeai_model_install.tui.app import FormResult
+
+    questions: list[str] = []
+    form_results = [FormResult.BACK, FormResult.OK]
+    calls: list[dict] = []
+
+    def form(layout, **kw):
+        calls.append(kw)
+        return form_results[len(calls) - 1]
+
+    rc = configure.setup_root(
+        RootLayout(tmp_path / "root"), interactive=True, ask=lambda q: questions.append(q) or "", form=form, out=lambda s: None
+    )
+    assert rc == 0
+    assert len(questions) == 2 and len(calls) == 2
+    assert all(kw["wizard"] is True for kw in calls)
