@@ -63,10 +63,34 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                         "v for 768-pixel models, epsilon for 512-pixel base models")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None,
                    help="where conversions run (default auto: CUDA when present)")
+    g.add_argument("--max-connections", "--max_connections", dest="max_connections", type=_connections, metavar="N",
+                   help="HTTP connections at once, across files and ranges of large files "
+                        "(1-64; default $INVOKEAI_MAX_CONNECTIONS, else 8)")
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="show what would be installed, where, and how many bytes it needs; write nothing")
     g.add_argument("--plan", metavar="FILE", help="read the plan from a YAML file (flags add to it); see docs/headless.md")
     g.add_argument("--json", action="store_true", help="print a machine-readable result (JSON) on stdout instead of progress")
+
+
+def _connections(text: str) -> int:
+    """argparse type for --max-connections: an integer from 1 to 64."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of connections from 1 to 64")
+    return n
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """Download settings from the environment, with the command line's overrides (None: all defaults)."""
+    n = getattr(args, "max_connections", None)
+    if n is None:
+        return None  # the worker reads the environment itself
+    from invokeai_model_install.download import DownloadSettings
+
+    return DownloadSettings.from_env(max_connections=n)
 
 
 def register_subcommands(subparsers: Any) -> None:
@@ -170,9 +194,10 @@ def run_headless(args: argparse.Namespace, layout: RootLayout, catalog_path: Pat
             file=sys.stderr,
         )
         return EXIT_USAGE
+    settings = settings_from_args(args)
     if getattr(args, "dry_run", False):
-        return dry_run(plan, layout, catalog_path, as_json=bool(getattr(args, "json", False)))
-    return execute(plan, layout, catalog_path, as_json=bool(getattr(args, "json", False)))
+        return dry_run(plan, layout, catalog_path, as_json=bool(getattr(args, "json", False)), settings=settings)
+    return execute(plan, layout, catalog_path, as_json=bool(getattr(args, "json", False)), settings=settings)
 
 
 def _interactive() -> bool:

@@ -214,3 +214,15 @@ def test_exit_code_mapping():
     assert headless.exit_code(InstallResult((ok, ItemOutcome("i2", "b", "failed")))) == 1
     assert headless.exit_code(InstallResult((ok,), error="the worker stopped")) == 1
     assert headless.exit_code(InstallResult((ItemOutcome("i1", "a", "failed", error="Cancelled"),), cancelled=True)) == 130
+
+
+def test_max_connections_flag_sets_the_download_settings(monkeypatch, capsys):
+    monkeypatch.setenv("INVOKEAI_MAX_CONNECTIONS", "5")
+    assert headless.settings_from_args(parse(["--yes"])) is None  # the worker reads the environment: 5
+    settings = headless.settings_from_args(parse(["--yes", "--max-connections", "3"]))
+    assert settings.max_connections == 3
+    for bad in ("0", "65", "many"):
+        with pytest.raises(SystemExit) as info:
+            parse(["--yes", "--max-connections", bad])
+        assert info.value.code == 2
+        assert "from 1 to 64" in capsys.readouterr().err
