@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from invokeai_model_install.errors import ConfigError
+from invokeai_model_install.yamlfile import read_yaml_file
 
 FORMATS: tuple[str, ...] = ("diffusers", "ckpt")
 
@@ -98,21 +97,7 @@ def load_catalog(path: str | Path | None = None) -> dict[str, StarterModel]:
 
         path = initial_models_path()
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"starter catalogue {path} does not exist", "check the --catalog path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read starter catalogue {path}: {exc}", "check the file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(
-            f"starter catalogue {path}{where}: {problem}", "fix the YAML syntax at that line"
-        ) from None
+    data = read_yaml_file(path, "starter catalogue", "--catalog")
     return parse_catalog(data, source=str(path))
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from invokeai_model_install.errors import ConfigError
 from invokeai_model_install.plan import InstallPlan
+from invokeai_model_install.yamlfile import read_yaml_file
 
 #: accepted keys -> the InstallPlan field they fill (aliases keep hand-written files forgiving)
 _KEYS = {
@@ -53,21 +54,8 @@ _CHOICES = {"precision": ("fp16", "fp32"), "device": ("auto", "cpu", "cuda", "mp
 
 def load_plan_file(path: str | os.PathLike[str]) -> InstallPlan:
     """Read and validate a plan file; raises :class:`ConfigError` listing every problem."""
-    import yaml
-
     path = Path(os.path.expanduser(str(path))).absolute()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"plan file {path} does not exist", "check the --plan path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read plan file {path}: {exc}", "check the file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"plan file {path}{where}: {getattr(exc, 'problem', None) or 'invalid YAML'}", "fix the YAML at that line") from None
+    data = read_yaml_file(path, "plan file", "--plan")
     return parse_plan(data, source=str(path), base_dir=path.parent)
 
 
