@@ -37,7 +37,7 @@ BUILD = textwrap.dedent("""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
     from tests import modelgen
-    from invokeai_model_install.ldm_keys import expected_clip_keys
+    from invokeai_model_install.convert.ldm_keys import expected_clip_keys
     skel = Path(sys.argv[1]); out = sys.argv[2]
     gen = torch.Generator().manual_seed(0)
     def rand(shapes):
@@ -62,7 +62,7 @@ BUILD = textwrap.dedent("""
 OURS = textwrap.dedent("""
     import sys, time
     t = time.perf_counter()
-    from invokeai_model_install.convert import convert_checkpoint
+    from invokeai_model_install.convert.checkpoint import convert_checkpoint
     convert_checkpoint(sys.argv[1], sys.argv[2], precision=sys.argv[3], device=sys.argv[4])
     print("INNER", time.perf_counter() - t)
 """)
@@ -106,7 +106,7 @@ def main() -> int:
                     help="also time ours on the same weights saved as a torch zip .ckpt (pickle path)")
     args = ap.parse_args()
 
-    from invokeai_model_install.convert import materialize_skeleton
+    from invokeai_model_install.convert.checkpoint import materialize_skeleton
 
     work = Path(tempfile.mkdtemp(prefix="bench-convert-", dir=args.workdir))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT),

@@ -55,7 +55,7 @@ while True:
 OURS = """
 import json, resource, sys, time
 from pathlib import Path
-from invokeai_model_install import download, hub, sources
+from invokeai_model_install.net import download, hub, sources
 mode, target, dest, part = sys.argv[1:5]
 s = download.DownloadSettings.from_env()
 t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invokeai_model_install.probe import probe  # noqa: E402
+from invokeai_model_install.identify.probe import probe  # noqa: E402
 
 
 # --- an SD1.5 key list with full shapes (LDM names) ------------------------------------------
@@ -246,7 +246,7 @@ def bench_folder(root: Path, n_files: int) -> None:
     t_json = timed(lambda: json.loads(st_head[8:]), 20)
     print(f"  reference safetensors.safe_open keys+shapes: {t_so * 1e3:.3f} ms/file "
           f"(ours is {t_so / (t_st / len(sts)):.1f}x faster); json.loads alone of one header {t_json * 1e3:.3f} ms")
-    from invokeai_model_install.safety import scan
+    from invokeai_model_install.identify.safety import scan
 
     t_scan_ck = timed(lambda: [scan(f) for f in cks[:20]], 2) / 20
     t_scan_st = timed(lambda: [scan(f) for f in sts[:20]], 2) / 20

@@ -7,7 +7,7 @@ moment the rendered screen shows the form ("IMPORT LOCAL AND REMOTE MODELS").  V
 interleaved, so machine noise hits them alike; the medians and the ratio against the eager
 build (same run) are printed:
 
-* ``form``   -- ``python -m invokeai_model_install.tui`` (the form alone, as shipped: lazy imports)
+* ``form``   -- ``python -m invokeai_model_install.app.tui`` (the form alone, as shipped: lazy imports)
 * ``cli``    -- ``python -m invokeai_model_install`` (what users run; argparse and root checks too)
 * ``eager``  -- the same form after ``import torch, diffusers, huggingface_hub`` (what an eager build costs)
 * ``python`` -- a bare interpreter printing the marker (the floor)
@@ -36,11 +36,11 @@ def variants(root: Path) -> dict[str, list[str]]:
     args = ["--root", str(root)]
     eager = (
         "import torch, diffusers, huggingface_hub.constants, sys; "
-        "from invokeai_model_install.tui.__main__ import main; "
+        "from invokeai_model_install.app.tui.__main__ import main; "
         f"sys.exit(main({args!r}))"
     )
     return {
-        "form": [py, "-m", "invokeai_model_install.tui", *args],
+        "form": [py, "-m", "invokeai_model_install.app.tui", *args],
         "cli": [py, "-m", "invokeai_model_install", *args],
         "eager": [py, "-c", eager],
         "python": [py, "-c", f"print({MARKER!r}); import time; time.sleep(0.2)"],

@@ -2,6 +2,6 @@
 
 import sys
 
-from invokeai_model_install.cli import main
+from invokeai_model_install.app.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ Everything here is built offline in about a second per model, with random weight
   ``layers_per_block=2``, real ``cross_attention_dim``, 9 input channels for inpainting,
   SDXL's second text encoder with 10 layers and a wider hidden size than the first); only
   the channel widths and layer counts shrink (FACTS.md recipe).  The configs start from the
-  package's own skeletons (``invokeai_model_install/convert_data``), so everything the
+  package's own skeletons (``invokeai_model_install/convert/data``), so everything the
   weights do not determine (sample sizes, schedulers, scaling factors) is the real value.
   Every parameter is random (layer norms too), so a swapped key cannot go unnoticed.
 * :func:`write_single_file` turns such a folder into an original-layout single-file
@@ -55,7 +55,7 @@ BASE_OF: dict[str, str] = {
 }
 
 #: The package's skeleton configs (also the converter's), the tiny models' starting point.
-CONVERT_DATA = Path(__file__).resolve().parent.parent / "invokeai_model_install" / "convert_data"
+CONVERT_DATA = Path(__file__).resolve().parent.parent / "invokeai_model_install" / "convert" / "data"
 
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 TOKENIZERS = ("tokenizer", "tokenizer_2")

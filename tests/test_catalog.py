@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install.catalog import (
+from invokeai_model_install.root.catalog import (
     StarterModel,
     VaeRef,
     load_catalog,

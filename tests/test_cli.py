@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from invokeai_model_install import cli
-from invokeai_model_install.configure import create_layout
-from invokeai_model_install.layout import RootLayout
-from invokeai_model_install.registry import Registry
+from invokeai_model_install.app import cli
+from invokeai_model_install.app.configure import create_layout
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.root.registry import Registry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -314,7 +314,7 @@ def test_subprocess_list_and_bad_name(root: Path, tmp_path: Path) -> None:
 def test_help_lists_commands_and_never_imports_torch(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from invokeai_model_install import cli\n"
+        "from invokeai_model_install.app import cli\n"
         "rc = cli.main(['--help'])\n"
         "heavy = [m for m in ('torch', 'diffusers', 'npyscreen', 'transformers') if m in sys.modules]\n"
         "print('HEAVY:', heavy)\n"
@@ -334,7 +334,7 @@ def test_help_lists_commands_and_never_imports_torch(tmp_path: Path) -> None:
 
 
 def _write_manifest(root: Path, name: str) -> Path:
-    from invokeai_model_install import manifest
+    from invokeai_model_install.root import manifest
 
     layout = RootLayout(root)
     record = manifest.Manifest(
@@ -353,7 +353,7 @@ def test_purge_removes_the_manifest_and_plain_delete_keeps_it(root: Path) -> Non
 
 
 def test_rename_moves_the_manifest(root: Path) -> None:
-    from invokeai_model_install import manifest
+    from invokeai_model_install.root import manifest
 
     old = _write_manifest(root, "folder-model")
     assert run(root, "edit", "folder-model", "--name", "new-name") == 0

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install import configure, resources
+from invokeai_model_install.app import configure
+
+from invokeai_model_install.root import resources
 from invokeai_model_install.errors import RootError
-from invokeai_model_install.initfile import read_options, set_option
-from invokeai_model_install.layout import KIND_DIRS, RootLayout
-from invokeai_model_install.registry import DEFAULT_HEADER, Registry
+from invokeai_model_install.root.initfile import read_options, set_option
+from invokeai_model_install.root.layout import KIND_DIRS, RootLayout
+from invokeai_model_install.root.registry import DEFAULT_HEADER, Registry
 
 
 def _setup(layout: RootLayout, **kw) -> int:
@@ -100,7 +102,7 @@ def test_installer_arguments_for_the_model_step(tmp_path: Path) -> None:
         "a/vae",
     ]
     # the arguments are ones the installer's own parser accepts
-    from invokeai_model_install.cli import build_parser
+    from invokeai_model_install.app.cli import build_parser
 
     args = build_parser().parse_args(configure.installer_argv(layout, skip_support_models=True))
     assert args.yes is True and args.root == str(layout.root)
@@ -123,8 +125,8 @@ def test_token_goes_to_huggingface_store_without_network(tmp_path: Path) -> None
     token = "hf_TestTokenThatIsNotReal1234567890"
     code = (
         "import sys\n"
-        "from invokeai_model_install import configure\n"
-        "from pathlib import Path\nfrom invokeai_model_install.layout import RootLayout\n"
+        "from invokeai_model_install.app import configure\n"
+        "from pathlib import Path\nfrom invokeai_model_install.root.layout import RootLayout\n"
         f"rc = configure.setup_root(RootLayout(Path(sys.argv[1])), yes=True, skip_sd_weights=True, skip_support_models=True, hf_token={token!r}, interactive=False)\n"
         "from huggingface_hub import get_token\n"
         "print('TOKEN', get_token())\n"
@@ -212,7 +214,7 @@ def test_skip_sd_weights_installs_only_the_support_models(e2e_hub, tmp_path, cap
 
 def test_wizard_back_returns_to_the_token_page_then_the_form_again(tmp_path: Path) -> None:
     """BACK on the installer page goes to the wizard's previous page (the token question), not to an exit."""
-    from invokeai_model_install.tui.app import FormResult
+    from invokeai_model_install.app.tui.app import FormResult
 
     questions: list[str] = []
     form_results = [FormResult.BACK, FormResult.OK]

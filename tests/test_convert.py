@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install import convert, events
+from invokeai_model_install.convert import checkpoint as convert
+
+from invokeai_model_install import events
 from invokeai_model_install.errors import ConversionError, QuestionUnanswered, UnsafeFileError, UsageError
 from tests import modelgen
 
@@ -567,7 +569,7 @@ def test_full_size_layouts_derive_the_real_configs(skeleton, base, variant, tmp_
     import diffusers
     import torch
 
-    from invokeai_model_install.ldm_keys import expected_clip_keys
+    from invokeai_model_install.convert.ldm_keys import expected_clip_keys
 
     docs = convert._read_skeleton(skeleton)
     original = json.loads(json.dumps(docs))

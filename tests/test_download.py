@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from invokeai_model_install import download
-from invokeai_model_install.download import DownloadSettings, RemoteFile, Resolved
+from invokeai_model_install.net import download
+from invokeai_model_install.net.download import DownloadSettings, RemoteFile, Resolved
 from invokeai_model_install.errors import (
     AuthError,
     Cancelled,
@@ -28,7 +28,7 @@ from invokeai_model_install.errors import (
     UnsafeNameError,
 )
 from invokeai_model_install.events import FileFinished, FileProgress, FileStarted, Retrying
-from invokeai_model_install.sources import UrlSource
+from invokeai_model_install.net.sources import UrlSource
 
 MB = 1 << 20
 
@@ -273,7 +273,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from invokeai_model_install import download
+    from invokeai_model_install.net import download
     rf = download.RemoteFile(sys.argv[1], "big.safetensors", int(sys.argv[2]), sys.argv[3])
     res = download.Resolved((rf,), None, "big", None, rf.size)
     s = download.DownloadSettings(hf_endpoint="http://127.0.0.1:9", split_size=1 << 20, max_connections=2, sidecar_interval=0.1)

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from invokeai_model_install import cli
+from invokeai_model_install.app import cli
 from invokeai_model_install import events as ev
-from invokeai_model_install import manifest as mf
-from invokeai_model_install.configure import create_layout
-from invokeai_model_install.layout import RootLayout
-from invokeai_model_install.plan import InstallPlan
-from invokeai_model_install.registry import Registry
-from invokeai_model_install.worker import resolve_plan, run_plan, start_install
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.app.configure import create_layout
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.root.registry import Registry
+from invokeai_model_install.install.worker import resolve_plan, run_plan, start_install
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ def test_starter_with_vae_then_rerun_fetches_nothing(root, hub, catalog, capsys,
 def test_hub_repo_fp16_variant(root, hub, tiny_models):
     result, seen = run(root, InstallPlan(imports=("test/tiny-sd",)))
     assert result.ok, result.failed
-    from invokeai_model_install.probe import probe
+    from invokeai_model_install.identify.probe import probe
 
     folder = root.root / "models/diffusers/tiny-sd"
     pr = probe(folder)

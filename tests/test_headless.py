@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install import cli, headless
-from invokeai_model_install import manifest as mf
-from invokeai_model_install.configure import create_layout
-from invokeai_model_install.layout import RootLayout
-from invokeai_model_install.plan import InstallPlan
-from invokeai_model_install.registry import Registry
+from invokeai_model_install.app import cli, headless
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.app.configure import create_layout
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.root.registry import Registry
 
 CATALOG = """
 tiny-sd:
@@ -184,7 +184,7 @@ def test_every_flag_has_help():
 
 
 def test_headless_imports_fast():
-    code = "import sys, invokeai_model_install.headless; print([m for m in sys.modules if m.split('.')[0] in ('torch','diffusers','huggingface_hub','rich','npyscreen')])"
+    code = "import sys, invokeai_model_install.app.headless; print([m for m in sys.modules if m.split('.')[0] in ('torch','diffusers','huggingface_hub','rich','npyscreen')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -207,7 +207,7 @@ def test_terminal_question(monkeypatch, capsys):
 
 
 def test_exit_code_mapping():
-    from invokeai_model_install.worker import InstallResult, ItemOutcome
+    from invokeai_model_install.install.worker import InstallResult, ItemOutcome
 
     ok = ItemOutcome("i1", "a", "installed")
     assert headless.exit_code(InstallResult((ok, ItemOutcome("i2", "b", "skipped")))) == 0

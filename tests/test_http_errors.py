@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from invokeai_model_install import http_errors
+from invokeai_model_install.net import http_errors
 from invokeai_model_install.errors import AuthError, DownloadError, NotAModelError, NotFoundError, OfflineError
 
 URL = "https://example.com/m.safetensors?token=secret1"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install import download, hub
-from invokeai_model_install.download import DownloadSettings
+from invokeai_model_install.net import download, hub
+from invokeai_model_install.net.download import DownloadSettings
 from invokeai_model_install.errors import AuthError, DownloadError, IntegrityError, NotFoundError, OfflineError, SourceError
-from invokeai_model_install.sources import HubSource
+from invokeai_model_install.net.sources import HubSource
 
 
 def settings(hub_server, **kw) -> DownloadSettings:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from invokeai_model_install.errors import ConfigError
-from invokeai_model_install.initfile import (
+from invokeai_model_install.root.initfile import (
     DEFAULT_INIT,
     ensure_init_file,
     get_option,
@@ -103,7 +103,7 @@ def test_values_with_quotes_survive(tmp_path: Path) -> None:
 
 
 def test_write_is_atomic_and_leaves_no_temp_files(init: Path, monkeypatch) -> None:
-    from invokeai_model_install import atomic
+    from invokeai_model_install.root import atomic
 
     def crash(src, dst):
         raise OSError("simulated crash")

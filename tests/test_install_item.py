@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from invokeai_model_install import events as ev
-from invokeai_model_install import manifest as mf
-from invokeai_model_install.configure import create_layout
-from invokeai_model_install.install_item import _single_model_file, legacy_config, source_key
-from invokeai_model_install.layout import RootLayout
-from invokeai_model_install.plan import InstallPlan
-from invokeai_model_install.registry import Registry
-from invokeai_model_install.worker import run_plan
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.app.configure import create_layout
+from invokeai_model_install.install.item import _single_model_file, legacy_config, source_key
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.root.registry import Registry
+from invokeai_model_install.install.worker import run_plan
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_single_model_file():
 
 
 def test_url_key_drops_tokens():
-    from invokeai_model_install import sources
+    from invokeai_model_install.net import sources
 
     a = source_key(sources.parse_source("https://civitai.com/api/download/models/42?type=Model&token=SECRET"))
     assert "SECRET" not in a and "type=Model" in a

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install import launcher
-from invokeai_model_install.configure import create_layout
-from invokeai_model_install.layout import RootLayout
-from invokeai_model_install.registry import Registry
+from invokeai_model_install.app import launcher
+from invokeai_model_install.app.configure import create_layout
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.root.registry import Registry
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_menu_through_a_pipe(root: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "INVOKEAI_ROOT"}
     env["COLUMNS"] = "200"
     done = subprocess.run(
-        [sys.executable, "-m", "invokeai_model_install.launcher", "--root", str(root)],
+        [sys.executable, "-m", "invokeai_model_install.app.launcher", "--root", str(root)],
         input="2\n5\n",
         capture_output=True,
         text=True,
@@ -118,7 +118,7 @@ def test_scan_choice_asks_for_a_folder_when_none_is_set(root: Path, tmp_path: Pa
 
 
 def test_scan_choice_uses_the_autoscan_folder(root: Path, tmp_path: Path, capsys) -> None:
-    from invokeai_model_install.initfile import set_option
+    from invokeai_model_install.root.initfile import set_option
 
     scan = tmp_path / "auto scan"
     scan.mkdir()

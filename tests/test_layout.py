@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from invokeai_model_install.layout import KIND_DIRS, RootLayout, resolve_root
+from invokeai_model_install.root.layout import KIND_DIRS, RootLayout, resolve_root
 
 
 def test_cli_root_beats_environment_beats_home(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_root_is_expanded_and_absolute(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_cli_uses_the_same_precedence(tmp_path: Path) -> None:
-    from invokeai_model_install.cli import build_parser, make_layout
+    from invokeai_model_install.app.cli import build_parser, make_layout
 
     parser = build_parser()
     env = {"INVOKEAI_ROOT": str(tmp_path / "env"), "HOME": str(tmp_path / "home")}

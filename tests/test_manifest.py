@@ -4,8 +4,8 @@ import hashlib
 import json
 import os
 
-from invokeai_model_install import manifest as mf
-from invokeai_model_install.layout import RootLayout
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.root.layout import RootLayout
 
 
 def make(tmp_path):

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from invokeai_model_install.errors import ConfigError
-from invokeai_model_install.plan import InstallPlan
-from invokeai_model_install.plan_file import load_plan_file, parse_plan, plan_to_dict
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.install.plan_file import load_plan_file, parse_plan, plan_to_dict
 
 
 def write(tmp_path: Path, text: str) -> Path:

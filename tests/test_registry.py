@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from invokeai_model_install import atomic
+from invokeai_model_install.root import atomic
 from invokeai_model_install.errors import ConfigError, NameClashError, RegistryLockedError, UnknownModelError
-from invokeai_model_install.registry import (
+from invokeai_model_install.root.registry import (
     DEFAULT_HEADER,
     Registry,
     sanitize_name,
@@ -332,8 +332,8 @@ def test_model_names_are_kept_as_written(tmp_path: Path) -> None:
 
 
 def test_purge_model_files_deletes_only_inside_models(tmp_path: Path) -> None:
-    from invokeai_model_install.layout import RootLayout
-    from invokeai_model_install.registry import purge_model_files
+    from invokeai_model_install.root.layout import RootLayout
+    from invokeai_model_install.root.registry import purge_model_files
 
     layout = RootLayout(tmp_path / "root")
     mine = layout.kind_dir("lora") / "mine.safetensors"

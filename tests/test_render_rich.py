@@ -8,7 +8,7 @@ from invokeai_model_install.events import (
     FileFinished, FileProgress, FileStarted, ItemFailed, ItemRegistered, ItemSkipped, ItemStarted, PlanFinished, PlanStarted,
     QuestionAsked, StageChanged,
 )
-from invokeai_model_install.render_rich import PlainRenderer, RichRenderer, human_bytes, make_renderer
+from invokeai_model_install.app.render_rich import PlainRenderer, RichRenderer, human_bytes, make_renderer
 
 EVENTS = [
     PlanStarted(items=("item1", "item2"), labels=("sd-1.5", "bad line"), total_bytes=3_000_000),

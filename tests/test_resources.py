@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from invokeai_model_install import resources
+from invokeai_model_install.root import resources
 from invokeai_model_install.errors import ConfigError
 
 

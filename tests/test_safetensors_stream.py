@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from invokeai_model_install.safetensors_stream import SafetensorsFormatError, SafetensorsReader, StreamingWriter
+from invokeai_model_install.formats.safetensors_stream import SafetensorsFormatError, SafetensorsReader, StreamingWriter
 
 
 def _tensors():

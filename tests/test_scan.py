@@ -2,11 +2,11 @@
 
 import pytest
 
-from invokeai_model_install import manifest as mf
+from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.errors import SourceError
-from invokeai_model_install.layout import RootLayout
-from invokeai_model_install.registry import Registry
-from invokeai_model_install.scan import find_new_models, model_paths
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.root.registry import Registry
+from invokeai_model_install.install.scan import find_new_models, model_paths
 
 
 @pytest.fixture

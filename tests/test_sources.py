@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from invokeai_model_install.errors import SourceError
-from invokeai_model_install.sources import (
+from invokeai_model_install.net.sources import (
     HubSource,
     LocalDiffusersSource,
     LocalFileSource,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from invokeai_model_install.configure import create_layout
-from invokeai_model_install.initfile import get_option
-from invokeai_model_install.layout import RootLayout
+from invokeai_model_install.app.configure import create_layout
+from invokeai_model_install.root.initfile import get_option
+from invokeai_model_install.root.layout import RootLayout
 from tests.ptyterm import PtyTerm, keys
 
 #: Generous: conversions and downloads run on a shared 2-core machine.

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from invokeai_model_install.plan import InstallPlan
-from invokeai_model_install.tui import model
-from invokeai_model_install.tui.form import list_heights, required_size
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.app.tui import model
+from invokeai_model_install.app.tui.form import list_heights, required_size
 from tests.ptyterm import PtyTerm, keys
 
 # --- pure logic ----------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_import_box_takes_typed_and_pasted_lines(root, catalog):
 
 
 def test_wizard_mode_has_back(root, catalog):
-    with launch(root, catalog, "--wizard", module="invokeai_model_install.tui") as term:
+    with launch(root, catalog, "--wizard", module="invokeai_model_install.app.tui") as term:
         term.wait_for("BACK")
         term.press("BACK")
         assert term.wait_exit() == 10
@@ -325,7 +325,7 @@ def test_ctrl_c_restores_the_terminal(root, catalog):
     assert not (root / "configs" / "models.yaml").exists()
 
 
-@pytest.mark.parametrize("module", ["invokeai_model_install.tui"])
+@pytest.mark.parametrize("module", ["invokeai_model_install.app.tui"])
 def test_no_tty_prints_one_line_and_exits_2(root, catalog, module):
     proc = subprocess.run(
         [sys.executable, "-m", module, "--root", str(root), "--catalog", str(catalog)],
@@ -344,8 +344,8 @@ def test_no_tty_prints_one_line_and_exits_2(root, catalog, module):
 
 def test_run_form_without_tty_in_process(root, catalog, capsys):
     """Under pytest stdin is not a terminal: run_form itself must say so, not crash."""
-    from invokeai_model_install.layout import RootLayout
-    from invokeai_model_install.tui.app import FormResult, run_form
+    from invokeai_model_install.root.layout import RootLayout
+    from invokeai_model_install.app.tui.app import FormResult, run_form
 
     assert run_form(RootLayout(root), catalog_path=catalog) == FormResult.NO_TTY
     assert "needs a terminal" in capsys.readouterr().err
@@ -357,7 +357,7 @@ def test_bad_catalogue_prints_one_line_before_curses(root, tmp_path):
         broken:
           description: no repo id
         """))
-    with launch(root, bad, module="invokeai_model_install.tui") as term:
+    with launch(root, bad, module="invokeai_model_install.app.tui") as term:
         term.wait_for("repo_id")
         status = term.wait_exit()
         assert "Traceback" not in term.raw.decode("utf-8", "replace")
@@ -384,8 +384,8 @@ def test_the_form_imports_nothing_heavy():
     """The form must draw before torch/diffusers/huggingface_hub load: the TUI never imports them."""
     code = (
         "import sys\n"
-        "import invokeai_model_install.tui.app, invokeai_model_install.tui.installer_app\n"
-        "import invokeai_model_install.tui.__main__, invokeai_model_install.cli, invokeai_model_install.worker\n"
+        "import invokeai_model_install.app.tui.app, invokeai_model_install.app.tui.installer_app\n"
+        "import invokeai_model_install.app.tui.__main__, invokeai_model_install.app.cli, invokeai_model_install.install.worker\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'huggingface_hub', 'transformers', 'safetensors') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

@@ -7,7 +7,7 @@ text of each line are checked with hand-made event sequences like the worker sen
 from __future__ import annotations
 
 from invokeai_model_install import events as ev
-from invokeai_model_install.tui.progress import ProgressState, bar, format_eta
+from invokeai_model_install.app.tui.progress import ProgressState, bar, format_eta
 
 
 class FakeClock:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install.catalog import load_catalog
-from invokeai_model_install.resources import LEGACY_CONFIG_NAMES
+from invokeai_model_install.root.catalog import load_catalog
+from invokeai_model_install.root.resources import LEGACY_CONFIG_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,8 +86,8 @@ def test_installed_help_runs_from_another_directory(installed: dict) -> None:
 
 def test_installed_copy_uses_its_own_packaged_files(installed: dict) -> None:
     code = (
-        "import invokeai_model_install, invokeai_model_install.resources as r\n"
-        "from invokeai_model_install.catalog import load_catalog\n"
+        "import invokeai_model_install, invokeai_model_install.root.resources as r\n"
+        "from invokeai_model_install.root.catalog import load_catalog\n"
         "print(invokeai_model_install.__file__)\n"
         "print(r.package_configs_dir())\n"
         "print(len(load_catalog()))\n"

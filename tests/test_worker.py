@@ -15,10 +15,10 @@ import yaml
 
 from invokeai_model_install import events as ev
 from invokeai_model_install.errors import UnknownModelError
-from invokeai_model_install.layout import RootLayout
-from invokeai_model_install.plan import InstallPlan
-from invokeai_model_install.registry import Registry
-from invokeai_model_install.worker import InstallResult, ItemOutcome, build_items, run_plan, start_install
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.root.registry import Registry
+from invokeai_model_install.install.worker import InstallResult, ItemOutcome, build_items, run_plan, start_install
 
 CATALOG = """
 tiny-sd:

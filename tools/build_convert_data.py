@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate ``invokeai_model_install/convert_data/``: what offline conversion needs.
+"""Generate ``invokeai_model_install/convert/data/``: what offline conversion needs.
 
 Run from the checkout root (needs network access to PyPI once, for the CLIP vocabulary)::
 
@@ -7,7 +7,7 @@ Run from the checkout root (needs network access to PyPI once, for the CLIP voca
 
 It writes, reproducibly (sorted keys, fixed content):
 
-* ``convert_data/clip_tokenizer/vocab.json`` and ``merges.txt``: the CLIP BPE tokenizer
+* ``convert/data/clip_tokenizer/vocab.json`` and ``merges.txt``: the CLIP BPE tokenizer
   (49408 tokens), rebuilt from the real vocabulary that ships inside the PyPI wheel
   ``open-clip-torch`` (``open_clip/bpe_simple_vocab_16e6.txt.gz``), exactly the way
   open_clip's ``SimpleTokenizer`` builds its table.  One copy only: every skeleton's
@@ -41,7 +41,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "invokeai_model_install" / "convert_data"
+OUT = ROOT / "invokeai_model_install" / "convert" / "data"
 DIFFUSERS_VERSION = "0.42.1"
 #: The wheel the vocabulary was taken from (sha256 c549ad5e...0043ce); the BPE table itself
 #: has not changed across open_clip releases.

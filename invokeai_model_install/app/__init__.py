@@ -1,0 +1,1 @@
+"""Front ends: command line, headless runs, first-run wizard, launcher menu, rich renderer, the npyscreen form."""

@@ -1,0 +1,444 @@
+"""``invokeai-model-install``: the installer command and its model-management subcommands.
+
+::
+
+    invokeai-model-install [--root DIR] [--config_file FILE] [--catalog FILE] [plan flags]
+    invokeai-model-install list [--json]
+    invokeai-model-install delete NAME [--purge]
+    invokeai-model-install edit NAME [--name NEW] [--description T] [--vae REPO_OR_PATH]
+                                     [--config YAML] [--width N] [--height N]
+    invokeai-model-install default NAME
+    invokeai-model-install scan [DIR] | verify ...   (from headless.py)
+
+With no subcommand the installer runs: the full-screen form on a terminal, or
+the headless installer when a plan flag is given or stdin/stdout is not a tty.
+
+Subcommand dispatch: every subparser sets ``handler`` with
+``set_defaults(handler=fn)``; ``fn(args, layout, catalog_path) -> int``.
+Subcommands added by ``headless.register_subcommands`` follow the same rule.
+
+Exit codes: 0 success, 1 an operation failed, 2 bad usage or an unknown name.
+Heavy modules (torch, diffusers, rich, npyscreen) are imported only where used,
+so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from invokeai_model_install.errors import (
+    InstallerError,
+    RootError,
+    UnknownModelError,
+    UsageError,
+)
+from invokeai_model_install.root.layout import RootLayout, resolve_root
+
+PROG = "invokeai-model-install"
+
+#: Errors that mean "the user typed something wrong": exit status 2.
+_USAGE_ERRORS = (UsageError, UnknownModelError)
+
+Handler = Callable[[argparse.Namespace, RootLayout, "Path | None"], int]
+
+
+def _load_headless():
+    """The headless front end, or None while it is not part of this build."""
+    import importlib
+
+    try:
+        return importlib.import_module("invokeai_model_install.app.headless")
+    except ModuleNotFoundError as exc:
+        # Only a missing headless module is tolerated; a broken import inside it is a bug to show.
+        if exc.name != "invokeai_model_install.app.headless":
+            raise
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser: global options, plan flags (headless) and subcommands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Install Stable Diffusion models into an InvokeAI root directory. "
+            "With no command it opens the installer form (or runs headless when plan flags are given "
+            "or there is no terminal)."
+        ),
+        epilog="Run `%(prog)s COMMAND --help` for a command's options. Docs: docs/cli.md, docs/user-guide.md.",
+        # No prefix matching: `edit --config` must not be read as an abbreviation of --config_file.
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        help="InvokeAI root directory (default: $INVOKEAI_ROOT, else ~/invokeai)",
+    )
+    parser.add_argument(
+        "--config_file",
+        "--config-file",
+        dest="config_file",
+        metavar="FILE",
+        help="use this models.yaml instead of ROOT/configs/models.yaml",
+    )
+    parser.add_argument(
+        "--catalog",
+        metavar="FILE",
+        help="use this starter-model catalogue instead of the packaged INITIAL_MODELS.yaml",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    p = subparsers.add_parser("list", help="list the installed models", description="List the models in models.yaml.")
+    p.add_argument("--json", dest="list_json", action="store_true", help="print a JSON array instead of a table")
+    p.set_defaults(handler=cmd_list)
+
+    p = subparsers.add_parser(
+        "delete",
+        help="remove a model from models.yaml (--purge also deletes its files)",
+        description="Remove a model from models.yaml. With --purge also delete its files, "
+        "but only files inside the root's models/ folder; anything else is reported and kept.",
+    )
+    p.add_argument("model_name", metavar="NAME", help="the model's name (see `list`)")
+    p.add_argument("--purge", dest="purge_files", action="store_true", help="also delete its files inside ROOT/models/")
+    p.set_defaults(handler=cmd_delete)
+
+    p = subparsers.add_parser(
+        "edit",
+        help="change a model's name, description, VAE, config or size",
+        description="Change fields of an installed model's stanza in models.yaml.",
+    )
+    p.add_argument("model_name", metavar="NAME", help="the model's name (see `list`)")
+    p.add_argument("--name", dest="new_name", metavar="NEW", help="rename the model")
+    p.add_argument("--description", dest="new_description", metavar="TEXT", help="new description")
+    p.add_argument(
+        "--vae",
+        dest="new_vae",
+        metavar="REPO_OR_PATH",
+        help="a VAE: HuggingFace repo id (owner/name) or a file/folder path; 'none' removes it",
+    )
+    p.add_argument(
+        "--config",
+        dest="new_config",
+        metavar="YAML",
+        help="legacy models only: a config .yaml path, or a packaged name like v1-inference or v2-inference-v",
+    )
+    p.add_argument("--width", dest="new_width", type=_positive_int, metavar="N", help="default image width")
+    p.add_argument("--height", dest="new_height", type=_positive_int, metavar="N", help="default image height")
+    p.set_defaults(handler=cmd_edit)
+
+    p = subparsers.add_parser(
+        "default", help="make a model the one InvokeAI loads at startup", description="Set default: true on one model."
+    )
+    p.add_argument("model_name", metavar="NAME", help="the model's name (see `list`)")
+    p.set_defaults(handler=cmd_default)
+
+    headless = _load_headless()
+    if headless is not None:
+        headless.add_plan_arguments(parser)
+        headless.register_subcommands(subparsers)
+    if "--yes" not in parser._option_string_actions:  # headless owns --yes when present
+        parser.add_argument("--yes", "-y", action="store_true", help="answer yes to questions (e.g. create the root)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def make_layout(args: argparse.Namespace, environ: dict[str, str] | None = None) -> RootLayout:
+    """The root layout from ``--root`` / ``INVOKEAI_ROOT`` / ``~/invokeai`` and ``--config_file``."""
+    root = resolve_root(getattr(args, "root", None), os.environ if environ is None else environ)
+    config_file = getattr(args, "config_file", None)
+    override = Path(os.path.expanduser(config_file)).absolute() if config_file else None
+    return RootLayout(root, override)
+
+
+def _is_interactive() -> bool:
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``invokeai-model-install``; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed already
+        return int(exc.code or 0)
+    layout = make_layout(args)
+    catalog_path = Path(args.catalog).expanduser().absolute() if args.catalog else None
+    handler: Handler | None = getattr(args, "handler", None)
+    try:
+        if handler is not None:
+            return int(handler(args, layout, catalog_path) or 0)
+        return run_installer(args, layout, catalog_path)
+    except _USAGE_ERRORS as err:
+        print(err.one_line(), file=sys.stderr)
+        return 2
+    except InstallerError as err:
+        print(err.one_line(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
+    """No subcommand: make sure the root exists, then run headless or the form."""
+    headless = _load_headless()
+    if not layout.exists() and getattr(args, "dry_run", False):
+        # A dry run writes nothing, not even the root's skeleton: say so and resolve anyway.
+        print(f"There is no InvokeAI root at {layout.root} yet (a dry run does not create it).", file=sys.stderr)
+    elif not layout.exists():
+        from invokeai_model_install.app import configure
+
+        if getattr(args, "yes", False):
+            print(f"There is no InvokeAI root at {layout.root}: running the first-run setup there.", file=sys.stderr)
+            configure.setup_root(layout, yes=True, open_installer=False, catalog_path=catalog_path)
+        elif _is_interactive():
+            print(f"There is no InvokeAI root at {layout.root}.", file=sys.stderr)
+            answer = input("Run the first-run setup (invokeai-configure) to create it now? [Y/n] ").strip().lower()
+            if answer not in ("", "y", "yes"):
+                raise RootError(f"no InvokeAI root at {layout.root}")
+            configure.setup_root(layout, yes=False, open_installer=False, catalog_path=catalog_path)
+        else:
+            raise RootError(
+                f"no InvokeAI root at {layout.root}",
+                f"run `invokeai-configure --root {layout.root}`, or add --yes to create it now",
+            )
+    if headless is not None and (headless.has_plan_flags(args) or not _is_interactive()):
+        return int(headless.run_headless(args, layout, catalog_path) or 0)
+    if headless is None and not _is_interactive():
+        raise InstallerError(
+            "the headless installer is not available in this build",
+            "use the model-management commands (list, delete, edit, default) or run in a terminal",
+        )
+    from invokeai_model_install.app.tui.app import run_form
+
+    return int(run_form(layout, catalog_path=catalog_path) or 0)
+
+
+# --- model-management commands -----------------------------------------------------------
+
+
+def _registry(layout: RootLayout, *, must_exist: bool = True):
+    """The registry of ``layout``; a missing root is a :class:`RootError`."""
+    from invokeai_model_install.root.registry import Registry
+
+    if must_exist and not layout.models_yaml.exists() and not layout.exists():
+        raise RootError(f"no InvokeAI root at {layout.root} (no {layout.models_yaml})")
+    return Registry(layout.models_yaml)
+
+
+def _unknown(name: str, layout: RootLayout) -> UnknownModelError:
+    return UnknownModelError(f"no model named {name!r} in {layout.models_yaml}")
+
+
+def model_records(layout: RootLayout) -> list[dict[str, Any]]:
+    """One dict per installed model: ``name``, then its stanza fields, with ``format`` and ``default`` filled in."""
+    from invokeai_model_install.root.registry import stanza_format
+
+    records = []
+    for name, stanza in _registry(layout).load().items():
+        record: dict[str, Any] = {"name": name}
+        record.update(stanza)
+        record["format"] = stanza_format(stanza)
+        record["description"] = str(stanza.get("description") or "")
+        record["default"] = stanza.get("default") is True
+        records.append(record)
+    return records
+
+
+def _location(record: dict[str, Any]) -> str:
+    for field in ("path", "weights", "repo_id"):
+        if record.get(field):
+            return str(record[field])
+    return ""
+
+
+def _vae_text(vae: Any) -> str:
+    if isinstance(vae, dict):
+        return str(vae.get("repo_id") or vae.get("path") or "")
+    return str(vae or "")
+
+
+def cmd_list(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
+    """``list [--json]``: the installed models as a table or a JSON array."""
+    records = model_records(layout)
+    if args.list_json:
+        json.dump(records, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not records:
+        console.print(f"No models installed in {layout.models_yaml}. Run `{PROG}` to install some.")
+        return 0
+    table = Table(title=f"Models in {layout.models_yaml}", title_justify="left")
+    table.add_column("Name", style="bold", no_wrap=True)
+    table.add_column("Format")
+    table.add_column("Default", justify="center")
+    table.add_column("Location")
+    table.add_column("VAE")
+    table.add_column("Description")
+    for record in records:
+        table.add_row(
+            record["name"],
+            record["format"],
+            "*" if record["default"] else "",
+            _location(record),
+            _vae_text(record.get("vae")),
+            record["description"],
+            )
+    console.print(table)
+    return 0
+
+
+def cmd_default(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
+    """``default NAME``: make one model the startup default."""
+    reg = _registry(layout)
+    with reg.transaction() as doc:
+        if doc.get(args.model_name) is None:
+            raise _unknown(args.model_name, layout)
+        doc.set_default(args.model_name)
+    print(f"{args.model_name} is now the default model.")
+    return 0
+
+
+def purge_paths(layout: RootLayout, removed: dict[str, Any], remaining: dict[str, dict[str, Any]]):
+    """Kept for callers of the CLI module: see :func:`registry.purge_model_files`."""
+    from invokeai_model_install.root.registry import purge_model_files
+
+    return purge_model_files(layout, removed, remaining)
+
+
+def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
+    """``delete NAME [--purge]``: drop the stanza, and with --purge its files inside models/."""
+    reg = _registry(layout)
+    with reg.transaction() as doc:
+        if doc.get(args.model_name) is None:
+            raise _unknown(args.model_name, layout)
+        removed = doc.remove(args.model_name)
+        remaining = {k: dict(v) for k, v in doc.stanzas.items()}
+    print(f"Removed {args.model_name} from {layout.models_yaml}.")
+    if not args.purge_files:
+        return 0
+    deleted, kept = purge_paths(layout, removed, remaining)
+    from invokeai_model_install.root import manifest
+
+    # the files are gone: the model's sidecar record goes too (as in the worker's removal)
+    manifest.remove_manifest(layout, args.model_name)
+    for path in deleted:
+        print(f"  deleted {path}")
+    for path, why in kept:
+        print(f"  kept {path} ({why})")
+    return 0
+
+
+def _vae_value(text: str, stanza: dict[str, Any], layout: RootLayout) -> Any:
+    """The ``vae`` field for ``--vae``: a repo id or a root-relative path, shaped by stanza kind."""
+    from invokeai_model_install.root.registry import _looks_like_repo_id, stanza_format
+
+    legacy = stanza_format(stanza) == "ckpt"
+    candidate = Path(os.path.expanduser(text))
+    local = candidate.exists() or not _looks_like_repo_id(text)
+    if local:
+        if not candidate.exists():
+            raise UsageError(
+                f"VAE {text!r} is neither an existing file or folder nor a repo id like owner/name",
+                "check the path, or give a HuggingFace repo id",
+            )
+        stored = layout.relative(candidate.absolute())
+        return stored if legacy else {"path": stored}
+    return text if legacy else {"repo_id": text}
+
+
+def _config_value(text: str, layout: RootLayout) -> str:
+    """The ``config`` field for ``--config``: an existing yaml, or a packaged legacy config by name."""
+    from invokeai_model_install.root.resources import LEGACY_CONFIG_NAMES, legacy_config_path
+
+    candidate = Path(os.path.expanduser(text))
+    if candidate.is_file():
+        return layout.relative(candidate.absolute())
+    name = text if text.endswith((".yaml", ".yml")) else f"{text}.yaml"
+    if name in LEGACY_CONFIG_NAMES:
+        in_root = layout.legacy_configs_dir / name
+        if not in_root.exists():  # an older root: bring the packaged copy in
+            in_root.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(legacy_config_path(name), in_root)
+        return layout.relative(in_root)
+    raise UsageError(
+        f"config {text!r} is not a file",
+        "give a .yaml path or one of: " + ", ".join(n.removesuffix(".yaml") for n in LEGACY_CONFIG_NAMES),
+    )
+
+
+def cmd_edit(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
+    """``edit NAME [--name NEW] [--description T] [--vae X] [--config YAML] [--width N] [--height N]``."""
+    from invokeai_model_install.root.registry import sanitize_name, stanza_format
+
+    changes = [args.new_name, args.new_description, args.new_vae, args.new_config, args.new_width, args.new_height]
+    if all(value is None for value in changes):
+        raise UsageError(
+            f"nothing to change for {args.model_name!r}",
+            "give at least one of --name, --description, --vae, --config, --width, --height",
+        )
+    if args.new_name is not None and sanitize_name(args.new_name) != args.new_name:
+        raise UsageError(
+            f"{args.new_name!r} is not a valid model name",
+            f"use letters, digits and . _ + & - (e.g. {sanitize_name(args.new_name)!r})",
+        )
+    reg = _registry(layout)
+    with reg.transaction() as doc:
+        stanza = doc.get(args.model_name)
+        if stanza is None:
+            raise _unknown(args.model_name, layout)
+        if args.new_description is not None:
+            stanza["description"] = args.new_description
+        if args.new_vae is not None:
+            if args.new_vae.strip().lower() in ("", "none"):
+                stanza.pop("vae", None)
+            else:
+                stanza["vae"] = _vae_value(args.new_vae, stanza, layout)
+        if args.new_config is not None:
+            if stanza_format(stanza) != "ckpt":
+                raise UsageError(
+                    f"{args.model_name!r} is a diffusers model; only legacy (ckpt) models use a config file",
+                    "diffusers models carry their own configuration",
+                )
+            stanza["config"] = _config_value(args.new_config, layout)
+        if args.new_width is not None:
+            stanza["width"] = args.new_width
+        if args.new_height is not None:
+            stanza["height"] = args.new_height
+        final = args.model_name
+        if args.new_name is not None and args.new_name != args.model_name:
+            doc.rename(args.model_name, args.new_name)
+            final = args.new_name
+    if final != args.model_name:
+        from invokeai_model_install.root import manifest
+
+        record = manifest.read_manifest(layout, args.model_name)
+        if record is not None:  # keep the sidecar record with its model (re-runs and `verify` look it up by name)
+            manifest.rename_manifest(layout, record, final)
+    print(f"Updated {final} in {layout.models_yaml}.")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

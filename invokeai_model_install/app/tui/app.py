@@ -1,0 +1,169 @@
+"""Entry point of the full-screen installer: :func:`run_form`.
+
+Order matters for a fast, robust start: the tty check and the reading of the
+catalogue, models.yaml and invokeai.init happen *before* curses starts, so a
+problem prints as one clean line; npyscreen is imported only then; torch,
+diffusers and huggingface_hub are never imported here (the worker loads them
+lazily in its own process).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from invokeai_model_install.errors import InstallerError
+from invokeai_model_install.root.layout import RootLayout
+
+log = logging.getLogger("invokeai_model_install.app.tui")
+
+
+class FormResult(IntEnum):
+    """What :func:`run_form` returns (an ``int``: usable as the exit status).
+
+    ``BACK`` is returned only in wizard mode, when the user pressed BACK: the
+    first-run wizard goes to its previous page.  Every other value means the
+    form is over.
+    """
+
+    OK = 0  #: DONE and every item succeeded, nothing to do, or CANCEL pressed on the form
+    FAILED = 1  #: some items failed (or the catalogue / models.yaml could not be read)
+    NO_TTY = 2  #: stdin or stdout is not a terminal: nothing was shown
+    TOO_SMALL = 3  #: the terminal is too small for the form: nothing was shown
+    CANCELLED = 4  #: a running install was cancelled (partial downloads are kept)
+    BACK = 10  #: wizard mode only: the user pressed BACK
+    INTERRUPTED = 130  #: Ctrl-C (the worker was cancelled, partial downloads kept)
+
+
+NO_TTY_MESSAGE = (
+    "invokeai-model-install: the model selection form needs a terminal (stdin and stdout must be a tty); "
+    "without one use the headless flags, e.g. `invokeai-model-install --yes` (recommended starters) "
+    "or `--add URL_OR_REPO_ID ...` (see --help)."
+)
+
+
+def _has_tty() -> bool:
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def terminal_size() -> tuple[int, int]:
+    """(columns, lines) of the controlling terminal (stdout, else stderr); (0, 0) when unknown."""
+    for stream in (sys.stdout, sys.stderr, sys.stdin):
+        try:
+            size = os.get_terminal_size(stream.fileno())
+            return size.columns, size.lines
+        except (AttributeError, ValueError, OSError):
+            continue
+    return 0, 0
+
+
+def load_form_data(layout: RootLayout, catalog_path: str | Path | None = None, wizard: bool = False):
+    """Read what the form shows (catalogue, models.yaml, invokeai.init); raises InstallerError subclasses."""
+    from invokeai_model_install.root.catalog import load_catalog
+    from invokeai_model_install.root.initfile import get_option
+    from invokeai_model_install.root.registry import Registry
+    from invokeai_model_install.app.tui.form import FormData
+
+    catalog = load_catalog(catalog_path)
+    stanzas = Registry(layout.models_yaml).load()
+    autoscan = get_option(layout.init_file, "--autoconvert") if layout.init_file.exists() else None
+    return FormData(
+        root=layout.root,
+        catalog=catalog,
+        stanzas=stanzas,
+        previous_autoscan=autoscan if isinstance(autoscan, str) and autoscan else None,
+        wizard=wizard,
+    )
+
+
+def _log_to_file(root: Path) -> logging.Handler | None:
+    """Send our log records and Python warnings to ROOT/model-install.log (created only when used).
+
+    Nothing may write to fd 2 while curses owns the screen (FACTS.md), so
+    logging's last-resort stderr handler must never be reached.
+    """
+    if not root.is_dir():
+        return None
+    handler = logging.FileHandler(root / "model-install.log", delay=True, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("invokeai_model_install", "py.warnings"):
+        logging.getLogger(name).addHandler(handler)
+    logging.captureWarnings(True)
+    return handler
+
+
+def run_form(
+    layout: RootLayout,
+    *,
+    catalog_path: str | Path | None = None,
+    wizard: bool = False,
+    settings: Any = None,
+) -> int:
+    """Show the installer form on this terminal; install what the user chose.
+
+    :param layout: the root to manage.
+    :param catalog_path: a starter catalogue instead of the packaged one.
+    :param wizard: shown as a page of the first-run wizard: adds BACK.
+    :param settings: ``DownloadSettings`` for the worker (default: from the environment).
+    :returns: a :class:`FormResult` (an int).  Never raises for a missing tty,
+        a small terminal, a bad catalogue or Ctrl-C: it prints one line instead.
+    """
+    if not _has_tty():
+        print(NO_TTY_MESSAGE, file=sys.stderr)
+        return FormResult.NO_TTY
+    try:
+        data = load_form_data(layout, catalog_path, wizard)
+    except InstallerError as err:
+        print(err.one_line(), file=sys.stderr)
+        return FormResult.FAILED
+
+    from invokeai_model_install.app.tui.form import required_size
+
+    need_c, need_l = required_size(len(data.installed_keys), len(data.catalog) - len(data.installed_keys))
+    cols, lines = terminal_size()
+    if cols and lines and (cols < need_c or lines < need_l):
+        print(too_small_message(cols, lines, need_c, need_l), file=sys.stderr)
+        return FormResult.TOO_SMALL
+
+    import npyscreen  # only now: the no-tty and too-small paths never pay for it
+
+    from invokeai_model_install.app.tui.installer_app import InstallerApp
+
+    handler = _log_to_file(layout.root)
+    app = InstallerApp(layout, data, settings=settings, catalog_path=catalog_path)
+    try:
+        app.run_app()
+    except npyscreen.NotEnoughSpaceForWidget:
+        cols, lines = terminal_size()
+        print(too_small_message(cols, lines, need_c, need_l), file=sys.stderr)
+        app.stop_worker()
+        return FormResult.TOO_SMALL
+    except KeyboardInterrupt:
+        stopped = app.stop_worker()
+        msg = "Interrupted."
+        if stopped:
+            msg += f" The install was cancelled; partial downloads are kept in {layout.partial_dir} and resume on the next run."
+        print(msg + " models.yaml was left as it was after the last finished model.", file=sys.stderr)
+        return FormResult.INTERRUPTED
+    finally:
+        if handler is not None:
+            for name in ("invokeai_model_install", "py.warnings"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
+            logging.captureWarnings(False)
+    return app.result
+
+
+def too_small_message(cols: int, lines: int, need_c: int, need_l: int) -> str:
+    """One line: the terminal's size and the size the form needs."""
+    return (
+        f"invokeai-model-install: the terminal is {cols}x{lines}; the form needs at least {need_c}x{need_l} "
+        "(columns x lines). Enlarge the window (or reduce the font) and try again, or use the headless flags (see --help)."
+    )

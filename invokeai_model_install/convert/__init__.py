@@ -1,0 +1,1 @@
+"""Single-file checkpoints to diffusers folders, offline."""

@@ -1,0 +1,1 @@
+"""File formats read without running code: pickle headers, streamed safetensors."""

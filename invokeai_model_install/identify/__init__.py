@@ -1,0 +1,1 @@
+"""What a file is (probe) and whether it is safe to load (safety)."""
