@@ -40,7 +40,7 @@ def _inputs(*answers: str):
 
 
 def test_menu_lists_the_entries(root: Path, capsys) -> None:
-    assert launcher.main(["--root", str(root)], input_fn=_inputs("5")) == 0
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("6")) == 0
     out = capsys.readouterr().out
     for number, label in enumerate(
         (
@@ -48,6 +48,7 @@ def test_menu_lists_the_entries(root: Path, capsys) -> None:
             "List installed models",
             "Scan the autoscan folder for new models",
             "Re-run the first-run setup",
+            "Manage models in the browser (web page)",
             "Quit",
         ),
         start=1,
@@ -58,24 +59,24 @@ def test_menu_lists_the_entries(root: Path, capsys) -> None:
 
 def test_list_choice_runs_the_list_command(root: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
-    assert launcher.main(["--root", str(root)], input_fn=_inputs("2", "5")) == 0
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("2", "6")) == 0
     out = capsys.readouterr().out
     assert "== List installed models ==" in out
     assert "menu-model-a" in out and "menu-model-b" in out
-    assert out.count("Choose 1-5") == 2
+    assert out.count("Choose 1-6") == 2
 
 
 def test_bad_choices_are_asked_again_and_end_of_input_quits(root: Path, capsys) -> None:
     assert launcher.main(["--root", str(root)], input_fn=_inputs("x", "0", "9", "")) == 0
     out = capsys.readouterr().out
-    assert out.count("Please enter a number from 1 to 5.") == 4
+    assert out.count("Please enter a number from 1 to 6.") == 4
 
 
 def test_setup_choice_creates_a_missing_root(tmp_path: Path, capsys) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     root = tmp_path / "new-root"
-    launcher.main(["--root", str(root), "--catalog", str(empty)], input_fn=_inputs("4", "5"))
+    launcher.main(["--root", str(root), "--catalog", str(empty)], input_fn=_inputs("4", "6"))
     out = capsys.readouterr().out
     assert "== Re-run the first-run setup ==" in out
     assert RootLayout(root).models_yaml.is_file()
@@ -84,7 +85,7 @@ def test_setup_choice_creates_a_missing_root(tmp_path: Path, capsys) -> None:
 
 def test_failed_command_status_is_shown_and_menu_goes_on(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "missing"
-    status = launcher.main(["--root", str(missing)], input_fn=_inputs("2", "5"))
+    status = launcher.main(["--root", str(missing)], input_fn=_inputs("2", "6"))
     out = capsys.readouterr()
     assert status == 1
     assert "List installed models ended with exit status 1" in out.out
@@ -96,7 +97,7 @@ def test_menu_through_a_pipe(root: Path, tmp_path: Path) -> None:
     env["COLUMNS"] = "200"
     done = subprocess.run(
         [sys.executable, "-m", "invokeai_model_install.app.launcher", "--root", str(root)],
-        input="2\n5\n",
+        input="2\n6\n",
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -104,13 +105,13 @@ def test_menu_through_a_pipe(root: Path, tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "menu-model-a" in done.stdout and "5. Quit" in done.stdout
+    assert "menu-model-a" in done.stdout and "6. Quit" in done.stdout
 
 
 def test_scan_choice_asks_for_a_folder_when_none_is_set(root: Path, tmp_path: Path, capsys) -> None:
     scan = tmp_path / "scan-me"
     scan.mkdir()
-    assert launcher.main(["--root", str(root)], input_fn=_inputs("3", str(scan), "3", "", "5")) == 0
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("3", str(scan), "3", "", "6")) == 0
     out = capsys.readouterr().out
     assert out.count("No autoscan folder is set in invokeai.init.") == 2
     assert "Finished: 0 done, 0 skipped, 0 failed" in out  # the scan command ran on the empty folder
@@ -123,8 +124,18 @@ def test_scan_choice_uses_the_autoscan_folder(root: Path, tmp_path: Path, capsys
     scan = tmp_path / "auto scan"
     scan.mkdir()
     set_option(RootLayout(root).init_file, "--autoconvert", str(scan))
-    assert launcher.main(["--root", str(root)], input_fn=_inputs("3", "5")) == 0
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("3", "6")) == 0
     out = capsys.readouterr().out
     assert "No autoscan folder" not in out
     assert "Finished: 0 done" in out
     assert "ended with exit status" not in out
+
+
+def test_web_choice_runs_the_web_manager(root: Path, capsys, monkeypatch) -> None:
+    from invokeai_model_install.app import web
+
+    calls = []
+    monkeypatch.setattr(web, "serve", lambda layout, **kw: calls.append((layout.root, kw)) or 0)
+    assert launcher.main(["--root", str(root)], input_fn=_inputs("5", "6")) == 0
+    assert "== Manage models in the browser (web page) ==" in capsys.readouterr().out
+    assert calls and calls[0][0] == root and calls[0][1]["host"] == "127.0.0.1" and calls[0][1]["open_browser"] is True

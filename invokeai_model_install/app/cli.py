@@ -8,6 +8,8 @@
     invokeai-model-install edit NAME [--name NEW] [--description T] [--vae REPO_OR_PATH]
                                      [--config YAML] [--width N] [--height N]
     invokeai-model-install default NAME
+    invokeai-model-install convert NAME [--delete-original]
+    invokeai-model-install web [--host 127.0.0.1] [--port 9090] [--no-browser]
     invokeai-model-install scan [DIR] | verify ...   (from headless.py)
 
 With no subcommand the installer runs: the full-screen form on a terminal, or
@@ -136,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_name", metavar="NAME", help="the model's name (see `list`)")
     p.set_defaults(handler=cmd_default)
+
+    # `convert NAME` and `web`: their modules import nothing heavy until they run
+    from invokeai_model_install.app import convert_command, web
+
+    convert_command.register_subcommand(subparsers)
+    web.register_subcommand(subparsers)
 
     headless = _load_headless()
     if headless is not None:

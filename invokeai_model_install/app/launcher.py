@@ -3,7 +3,7 @@
 Each entry runs exactly the code of the matching command (``cli.main`` with
 the same arguments, or ``configure.main``), so the menu adds no behaviour of
 its own.  Choices are read line by line from stdin, which makes the menu
-scriptable (``printf '2\\n5\\n' | invokeai --root R``); end of input quits.
+scriptable (``printf '2\\n6\\n' | invokeai --root R``); end of input quits.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ MENU: tuple[str, ...] = (
     "List installed models",
     "Scan the autoscan folder for new models",
     "Re-run the first-run setup",
+    "Manage models in the browser (web page)",
     "Quit",
 )
 
@@ -46,11 +47,13 @@ def _run(choice: int, common: list[str], layout, input_fn: Callable[[str], str])
         return cli.main(common + ["scan", folder])
     if choice == 4:
         return configure.main(common)
+    if choice == 5:  # runs until Ctrl-C, then the menu comes back
+        return cli.main(common + ["web"])
     return None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="invokeai", description="Menu of InvokeAI model tools (install, list, scan, setup).")
+    parser = argparse.ArgumentParser(prog="invokeai", description="Menu of InvokeAI model tools (install, list, scan, setup, web page).")
     parser.add_argument("--root", metavar="DIR", help="InvokeAI root directory (default: $INVOKEAI_ROOT, else ~/invokeai)")
     parser.add_argument("--config_file", "--config-file", dest="config_file", metavar="FILE", help="use this models.yaml")
     parser.add_argument("--catalog", metavar="FILE", help="use this starter catalogue instead of the packaged one")

@@ -208,6 +208,10 @@ def run_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
         raise item.error
     if item.action == "remove":
         return remove_model(item, ctx)
+    if item.action == "convert-installed":
+        from invokeai_model_install.install.convert_installed import convert_installed_item
+
+        return convert_installed_item(item, ctx)
     spec = spec_for(item, ctx.plan)
     before = ctx.fetched
     if item.starter is not None and not mf.find_by_key(ctx.layout, spec.key):

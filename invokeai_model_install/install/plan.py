@@ -29,6 +29,9 @@ class InstallPlan:
     :param convert: convert imported single-file checkpoints to diffusers.
     :param precision: ``fp16`` (default) or ``fp32`` (``--full-precision``).
     :param device: where conversion runs: ``auto`` picks CUDA when present.
+    :param convert_models: installed single-file models (by name) to convert to diffusers in place
+        of their stanza (``convert NAME``, the web page's "Convert to Diffusers"); nothing is downloaded.
+    :param delete_original: with ``convert_models``, delete each converted checkpoint (only inside ``models/``).
     :param prediction_type: answer for SD2 checkpoints whose prediction type is
         undecided; ``None`` means ask (the front end's callback), or skip the item
         when nobody can answer.
@@ -44,6 +47,8 @@ class InstallPlan:
     precision: Precision = "fp16"
     device: Device = "auto"
     prediction_type: Optional[PredictionType] = None
+    convert_models: tuple[str, ...] = ()
+    delete_original: bool = False
     extra: tuple[tuple[str, str], ...] = field(default=())  # reserved for front-end notes
 
     def is_empty(self) -> bool:
@@ -52,6 +57,7 @@ class InstallPlan:
             self.install_starters
             or self.remove_starters
             or self.imports
+            or self.convert_models
             or self.scan_dir is not None
             or self.autoscan is not None
         )

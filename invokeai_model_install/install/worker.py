@@ -143,6 +143,8 @@ def build_items(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None
 
     for name in plan.remove_starters:
         items.append(WorkItem(id=next_id(), label=f"remove {name}", action="remove", line=name))
+    for name in plan.convert_models:  # installed checkpoints to diffusers (install.convert_installed)
+        items.append(WorkItem(id=next_id(), label=f"convert {name}", action="convert-installed", line=name))
     if plan.install_starters:
         from invokeai_model_install.root.catalog import load_catalog
 
@@ -321,6 +323,13 @@ def resolve_plan(plan: InstallPlan, layout: RootLayout, settings: Any = None, ca
         if item.action == "invalid":
             err = item.error
             out.append(PlannedItem(item.id, item.label, "invalid", status="error", message=err.message if err else "", hint=err.hint if err else ""))
+            continue
+        if item.action == "convert-installed":
+            stanza = stanzas.get(item.line)
+            where = str(stanza.get("weights") or "") if stanza else ""
+            out.append(PlannedItem(item.id, item.label, "convert", what="convert to diffusers in place of its stanza"
+                                   + (", deleting the original" if plan.delete_original else ""), destination=where,
+                                   status="" if stanza else "not installed"))
             continue
         if item.action == "remove":
             stanza = stanzas.get(item.line)
