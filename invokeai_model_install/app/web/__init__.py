@@ -109,16 +109,24 @@ def serve(layout: Any, *, catalog_path: Path | None = None, host: str = DEFAULT_
     server = _Server(config)
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{actual}/?token={token}"
-    print(f"Model manager: {url}", file=out, flush=True)
-    if open_browser:
-        import webbrowser
+    import signal
 
-        threading.Timer(0.3, lambda: webbrowser.open(url)).start()
-    try:
+    def _terminate(sig: int, frame: Any) -> None:  # SIGTERM before uvicorn takes over the signals: stop like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous_term = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    try:  # a Ctrl-C from the moment the line is out stops the server the normal way
+        print(f"Model manager: {url}", file=out, flush=True)
+        if open_browser:
+            import webbrowser
+
+            threading.Timer(0.3, lambda: webbrowser.open(url)).start()
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it caught, after its clean shutdown
         pass
     finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         was_running = state.busy()
         state.shutdown()
         sock.close()
