@@ -75,6 +75,53 @@ class UsageError(InstallerError):
     """The command line or plan options contradict each other."""
 
 
+class FileSystemError(InstallerError):
+    """A file or folder could not be created, written or read: a read-only disk, missing
+    permission, a full disk, a file where a folder should be.  Made by :func:`from_os_error`."""
+
+
+#: errno -> (what happened, what to do).  Numbers from :mod:`errno` (imported lazily below).
+_OS_ERROR_TEXT = {
+    "EROFS": ("is on a read-only file system", "choose a writable root with --root, or remount the disk read-write"),
+    "EACCES": ("cannot be written or read: permission denied",
+               "fix the permissions with chown or chmod, or choose a root you own with --root"),
+    "EPERM": ("cannot be changed: operation not permitted",
+              "fix the permissions with chown or chmod, or choose a root you own with --root"),
+    "ENOSPC": ("cannot be written: no space left on the disk", "free some disk space, then run the command again"),
+    "EDQUOT": ("cannot be written: disk quota exceeded", "free some space within your quota, then run the command again"),
+    "ENOTDIR": ("cannot be used: a file is where a folder should be",
+                "move that file away, a folder of that name is needed; or choose another --root"),
+    "EEXIST": ("cannot be created: a file of that name is already there",
+               "move that file away, a folder of that name is needed; or choose another --root"),
+    "EISDIR": ("is a folder where a file should be", "move that folder away, or choose another --root"),
+    "ENOENT": ("does not exist", "check the path; run `invokeai-configure` to create a missing root"),
+    "ENAMETOOLONG": ("has a name that is too long", "choose a shorter path"),
+    "EMFILE": ("cannot be opened: too many open files", "close other programs or raise the limit with ulimit -n"),
+    "EIO": ("cannot be read or written: input/output error", "check the disk: it may be failing or unplugged"),
+}
+
+
+def from_os_error(exc: OSError, path: object = None) -> FileSystemError:
+    """One user-facing error for an :class:`OSError`: the path, what happened, what to do.
+
+    ``path`` defaults to the error's own file name (``exc.filename``); a temporary
+    file's name (``.NAME.xyz.tmp``) is replaced by its folder, which is what the user can act on.
+    """
+    import errno as _errno
+    import os as _os
+
+    where = path if path is not None else (exc.filename if exc.filename is not None else "")
+    where = _os.fsdecode(where) if isinstance(where, (bytes, str, _os.PathLike)) else str(where)
+    base = _os.path.basename(where)
+    if base.startswith(".") and base.endswith(".tmp"):
+        where = _os.path.dirname(where) or where
+    name = _errno.errorcode.get(exc.errno or -1, "")
+    what, hint = _OS_ERROR_TEXT.get(name, (f"cannot be used: {exc.strerror or exc}", "check the path and its disk"))
+    if not where:
+        return FileSystemError(f"a file {what}", hint)
+    return FileSystemError(f"{where} {what}", hint)
+
+
 # --- sources and downloads ---------------------------------------------------------
 
 

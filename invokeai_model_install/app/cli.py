@@ -39,6 +39,7 @@ from invokeai_model_install.errors import (
     RootError,
     UnknownModelError,
     UsageError,
+    from_os_error,
 )
 from invokeai_model_install.root.layout import RootLayout, resolve_root
 
@@ -198,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except InstallerError as err:
         print(err.one_line(), file=sys.stderr)
+        return 1
+    except OSError as exc:  # read-only root, permissions, full disk, a file where a folder should be
+        print(from_os_error(exc).one_line(), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from invokeai_model_install.errors import ConfigError, InstallerError, RootError
+from invokeai_model_install.errors import ConfigError, InstallerError, RootError, from_os_error
 from invokeai_model_install.root.layout import KIND_DIRS, RootLayout
 
 #: Name under which our token goes into huggingface_hub's stored tokens.
@@ -50,7 +50,7 @@ def create_layout(layout: RootLayout) -> list[Path]:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise RootError(f"cannot create {folder}: {exc.strerror}", "choose another --root or fix permissions") from None
+                raise from_os_error(exc, folder) from None
             created.append(folder)
     for source in sorted(legacy_configs_dir().glob("*.yaml")):
         target = layout.legacy_configs_dir / source.name
@@ -247,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except InstallerError as err:
         print(err.one_line(), file=sys.stderr)
+        return 1
+    except OSError as exc:  # read-only root, permissions, full disk, a file where a folder should be
+        print(from_os_error(exc).one_line(), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from invokeai_model_install.errors import InstallerError, UnknownModelError, UsageError
+from invokeai_model_install.errors import InstallerError, UnknownModelError, UsageError, from_os_error
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 
@@ -229,7 +229,7 @@ def execute(
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     mode = mode or os.environ.get("INVOKEAI_INSTALL_WORKER", "process")
-    layout.models_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(layout)
     renderer = None if as_json else make_renderer(out)
     interactive = not as_json and _interactive()
     handle = worker.start_install(plan, layout, settings=settings, catalog_path=catalog_path, mode=mode)
@@ -275,6 +275,21 @@ def execute(
         out.write("\n")
         out.flush()
     return code
+
+
+def check_writable(layout: RootLayout) -> None:
+    """Fail early, with one line, when the root cannot be written (read-only, permissions, disk
+    full, a file where a folder should be), instead of one failure per item."""
+    import tempfile
+
+    for folder in (layout.models_dir, layout.models_yaml.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+            os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            raise from_os_error(exc, exc.filename if exc.filename == str(folder) or not folder.is_dir() else folder) from None
 
 
 def exit_code(result: Any) -> int:

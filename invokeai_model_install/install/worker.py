@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from invokeai_model_install.root import manifest as mf
-from invokeai_model_install.errors import Cancelled, InstallerError, SourceError, UnknownModelError
+from invokeai_model_install.errors import Cancelled, InstallerError, SourceError, UnknownModelError, from_os_error
 from invokeai_model_install.events import (
     Event,
     EventSink,
@@ -243,8 +243,11 @@ def run_plan(
     fetched = 0
     cancelled = False
     try:
-        _apply_autoscan(plan, layout, on_event)
-        items = build_items(plan, layout, catalog_path)
+        try:
+            _apply_autoscan(plan, layout, on_event)
+            items = build_items(plan, layout, catalog_path)
+        except OSError as exc:  # e.g. a read-only invokeai.init
+            raise from_os_error(exc) from None
     except InstallerError as err:  # e.g. a broken catalogue or invokeai.init: the plan cannot start
         on_event(PlanStarted(items=("plan",), labels=("plan",), total_bytes=-1))
         on_event(ItemFailed(item="plan", message=err.message, hint=err.hint, error=type(err).__name__))
@@ -275,7 +278,8 @@ def run_plan(
             cancelled = True
             outcome = ItemOutcome(item.id, item.label, "failed", message=err.message, hint=err.hint, error="Cancelled")
             emit(ItemFailed(message=err.message, hint=err.hint, error="Cancelled"))
-        except InstallerError as err:
+        except (InstallerError, OSError) as exc:
+            err = exc if isinstance(exc, InstallerError) else from_os_error(exc)  # read-only root, full disk, ...
             outcome = ItemOutcome(item.id, item.label, "failed", message=err.message, hint=err.hint, error=type(err).__name__)
             emit(ItemFailed(message=err.message, hint=err.hint, error=type(err).__name__))
         except Exception as exc:  # a bug in a lower layer must not take the other items down
