@@ -271,7 +271,10 @@ def test_missing_root_without_tty_says_so_and_points_to_configure(tmp_path: Path
     missing = tmp_path / "no-root-here"
     assert run(missing) == 1
     err = capsys.readouterr().err.strip()
-    assert str(missing) in err and "invokeai-configure" in err and "--yes" in err
+    assert str(missing) in err and "invokeai-configure" in err and "--create-root" in err
+    # issue 11 item 8: never suggest what would also queue the recommended starters (--yes, a bare invokeai-configure)
+    assert "--yes" not in err and "--skip-sd-weights" in err
+    assert len(err.splitlines()) == 1
     assert not missing.exists()
 
 
@@ -420,3 +423,100 @@ def test_dry_run_on_a_missing_root_creates_nothing(tmp_path: Path, capsys) -> No
     assert code == 0
     assert "does not create it" in err
     assert not missing.exists()
+
+
+# --- issue 11: what a new user hit (items 5, 7, 8, 9) ------------------------------------------
+
+
+def _catalog(tmp_path: Path) -> Path:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "stable-diffusion-1.5": {"description": "SD 1.5", "repo_id": "o/sd15", "format": "diffusers",
+                                         "recommended": True, "default": True, "size": 4_270_000_000},
+                "sd-inpainting-1.5": {"description": "inpainting", "repo_id": "o/inp", "format": "diffusers",
+                                      "recommended": False, "size": 4_270_000_000},
+                "hub-starter": {"description": "installed", "repo_id": "owner/hub-model", "format": "diffusers"},
+            },
+            sort_keys=False,
+        )
+    )
+    return path
+
+
+def test_default_refuses_a_support_model_with_one_line(root: Path, capsys) -> None:
+    with Registry(RootLayout(root).models_yaml).transaction() as doc:
+        doc.add("my-vae", {"description": "a VAE", "type": "vae", "format": "safetensors", "path": "models/vae/x.safetensors"})
+    capsys.readouterr()
+    assert run(root, "default", "my-vae") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'my-vae' is a VAE, not a main model" in err and "folder-model" in err
+    assert stanzas(root)["folder-model"]["default"] is True and stanzas(root)["my-vae"].get("default") is None
+    assert run(root, "default", "legacy-1") == 0  # a main model is still accepted
+
+
+def test_default_refuses_a_model_whose_manifest_says_lora(root: Path, capsys) -> None:
+    _write_manifest(root, "legacy-1")
+    path = RootLayout(root).models_dir / ".manifests" / "legacy-1.json"
+    record = json.loads(path.read_text())
+    record["kind"] = "lora"
+    path.write_text(json.dumps(record))
+    assert run(root, "default", "legacy-1") == 2
+    assert "is a LoRA, not a main model" in capsys.readouterr().err
+
+
+def test_starters_lists_names_sizes_recommended_installed(root: Path, tmp_path: Path, capsys) -> None:
+    catalog = _catalog(tmp_path)
+    assert cli.main(["--root", str(root), "--catalog", str(catalog), "starters", "--json"]) == 0
+    records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(records) == ["stable-diffusion-1.5", "sd-inpainting-1.5", "hub-starter"]
+    assert records["stable-diffusion-1.5"]["size"] == 4_270_000_000 and records["stable-diffusion-1.5"]["recommended"]
+    assert not records["sd-inpainting-1.5"]["recommended"] and not records["sd-inpainting-1.5"]["installed"]
+    assert records["hub-starter"]["installed"]  # registered as hub-model, by its repo id
+    assert cli.main(["--root", str(root), "--catalog", str(catalog), "starters"]) == 0
+    out = capsys.readouterr().out
+    assert "stable-diffusion-1.5" in out and "4.27 GB" in out and "sd-inpainting-1.5" in out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--add", "stable-difusion-1.5"], "did you mean 'stable-diffusion-1.5'?"),
+        (["--add", "inpainting"], "did you mean 'sd-inpainting-1.5'?"),
+        (["--add", "ghost"], "invokeai-model-install starters"),
+        (["--dry-run", "--add", "stable-difusion-1.5"], "did you mean 'stable-diffusion-1.5'?"),
+        (["--delete", "ghost"], "no model named 'ghost'"),
+        (["--delete", "legacy-2"], "did you mean 'legacy-1'?"),
+    ],
+)
+def test_unknown_names_exit_2_with_one_line_and_a_suggestion(root: Path, tmp_path: Path, capsys, args, words) -> None:
+    before = RootLayout(root).models_yaml.read_text()
+    assert cli.main(["--root", str(root), "--catalog", str(_catalog(tmp_path)), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert RootLayout(root).models_yaml.read_text() == before
+
+
+def test_unknown_starter_in_a_plan_file_exits_2(root: Path, tmp_path: Path, capsys) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("install: [stable-diffusion-15]\n")
+    assert cli.main(["--root", str(root), "--catalog", str(_catalog(tmp_path)), "--plan", str(plan)]) == 2
+    assert "did you mean 'stable-diffusion-1.5'?" in capsys.readouterr().err
+
+
+def test_create_root_creates_only_the_root(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "fresh"
+    assert cli.main(["--root", str(missing), "--catalog", str(_catalog(tmp_path)), "--create-root"]) == 0
+    layout = RootLayout(missing)
+    assert layout.models_yaml.exists() and stanzas(missing) == {}
+    assert not any(layout.partial_dir.rglob("*")) if layout.partial_dir.exists() else True
+
+
+def test_help_epilog_points_to_commands_not_to_docs_files(capsys) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "docs/" not in out and ".md" not in out
+    assert "COMMAND --help" in out and "starters" in out and "--create-root" in out
+    for command in ("list", "delete", "edit", "default", "starters", "scan", "verify"):
+        assert f"    {command} " in out

@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
             "With no command it opens the installer form (or runs headless when plan flags are given "
             "or there is no terminal)."
         ),
-        epilog="Run `%(prog)s COMMAND --help` for a command's options. Docs: docs/cli.md, docs/user-guide.md.",
+        epilog=(
+            "Run `%(prog)s COMMAND --help` for a command's options, and `%(prog)s starters` for the names "
+            "of the starter models. Exit status: 0 success, 1 an operation failed, 2 bad usage or an unknown name."
+        ),
         # No prefix matching: `edit --config` must not be read as an abbreviation of --config_file.
         allow_abbrev=False,
     )
@@ -93,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--catalog",
         metavar="FILE",
         help="use this starter-model catalogue instead of the packaged INITIAL_MODELS.yaml",
+    )
+    parser.add_argument(
+        "--create-root",
+        "--create_root",
+        dest="create_root",
+        action="store_true",
+        help="create the root (folders, configs, models.yaml) when it is missing, then go on; installs nothing by itself",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
@@ -135,10 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_edit)
 
     p = subparsers.add_parser(
-        "default", help="make a model the one InvokeAI loads at startup", description="Set default: true on one model."
+        "default",
+        help="make a main model the one InvokeAI loads at startup",
+        description="Set default: true on one main model (not a VAE, LoRA, embedding or ControlNet).",
     )
     p.add_argument("model_name", metavar="NAME", help="the model's name (see `list`)")
     p.set_defaults(handler=cmd_default)
+
+    p = subparsers.add_parser(
+        "starters",
+        help="list the starter models you can install by name (--add NAME)",
+        description="The starter models of the catalogue: name, download size, whether it is recommended "
+        "(installed by --yes) and whether it is installed in this root.",
+    )
+    p.add_argument("--json", dest="starters_json", action="store_true", help="print a JSON array instead of a table")
+    p.set_defaults(handler=cmd_starters)
 
     # `convert NAME` and `web`: their modules import nothing heavy until they run
     from invokeai_model_install.app import convert_command, web
@@ -200,6 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InstallerError as err:
         print(err.one_line(), file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
     except OSError as exc:  # read-only root, permissions, full disk, a file where a folder should be
         print(from_os_error(exc).one_line(), file=sys.stderr)
         return 1
@@ -217,8 +244,9 @@ def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Pa
     elif not layout.exists():
         from invokeai_model_install.app import configure
 
-        if getattr(args, "yes", False):
-            print(f"There is no InvokeAI root at {layout.root}: running the first-run setup there.", file=sys.stderr)
+        if getattr(args, "create_root", False) or getattr(args, "yes", False):
+            print(f"There is no InvokeAI root at {layout.root}: creating it (the first-run setup's folders and files).",
+                  file=sys.stderr)
             configure.setup_root(layout, yes=True, open_installer=False, catalog_path=catalog_path)
         elif _is_interactive():
             print(f"There is no InvokeAI root at {layout.root}.", file=sys.stderr)
@@ -229,8 +257,13 @@ def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Pa
         else:
             raise RootError(
                 f"no InvokeAI root at {layout.root}",
-                f"run `invokeai-configure --root {layout.root}`, or add --yes to create it now",
+                "add --create-root to create it first, which installs nothing by itself; or run "
+                f"`invokeai-configure --root {layout.root} --skip-sd-weights` for the first-run setup without the starter models",
             )
+    if getattr(args, "create_root", False) and headless is not None and not headless.has_plan_flags(args) \
+            and not _is_interactive():
+        print(f"The InvokeAI root at {layout.root} is ready.")
+        return 0
     if headless is not None and (headless.has_plan_flags(args) or not _is_interactive()):
         return int(headless.run_headless(args, layout, catalog_path) or 0)
     if headless is None and not _is_interactive():
@@ -324,12 +357,84 @@ def cmd_list(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | 
 def cmd_default(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
     """``default NAME``: make one model the startup default."""
     reg = _registry(layout)
+    stanza = reg.load().get(args.model_name)
+    if stanza is None:
+        raise _unknown(args.model_name, layout)
+    kind = _model_kind(layout, args.model_name, stanza)
+    if kind != "main":
+        mains = [n for n, s in reg.load().items() if _model_kind(layout, n, s) == "main"]
+        raise UsageError(
+            f"{args.model_name!r} is a {_KIND_WORDS.get(kind, kind)}, not a main model: InvokeAI cannot start with it",
+            f"choose a main model: {', '.join(mains[:5])}" + (", ..." if len(mains) > 5 else "")
+            if mains else "install a main model first",
+        )
     with reg.transaction() as doc:
         if doc.get(args.model_name) is None:
             raise _unknown(args.model_name, layout)
         doc.set_default(args.model_name)
     print(f"{args.model_name} is now the default model.")
     return 0
+
+
+def starter_records(layout: RootLayout, catalog_path: Path | None) -> list[dict[str, Any]]:
+    """One dict per starter model: ``name``, ``description``, ``size`` (bytes, 0 unknown),
+    ``recommended``, ``default`` and ``installed`` (in this root's models.yaml)."""
+    from invokeai_model_install.app.tui.model import installed_starters
+    from invokeai_model_install.root.catalog import load_catalog
+    from invokeai_model_install.root.registry import Registry
+
+    catalog = load_catalog(catalog_path)
+    stanzas = Registry(layout.models_yaml).load() if layout.models_yaml.exists() else {}
+    repo_ids = {k: tuple(m.repo_ids) for k, m in catalog.items()}
+    installed = set(installed_starters(list(catalog), repo_ids, stanzas))
+    return [
+        {"name": k, "description": m.description, "size": int(m.size or 0), "recommended": bool(m.recommended),
+         "default": bool(m.default), "installed": k in installed, "repo_id": m.repo_id}
+        for k, m in catalog.items()
+    ]
+
+
+def cmd_starters(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
+    """``starters [--json]``: the names `--add NAME` and the form accept."""
+    records = starter_records(layout, catalog_path)
+    if args.starters_json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from invokeai_model_install.units import human_bytes
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    name_w = max([len("Name")] + [len(r["name"]) for r in records])
+    rows = [("Name", "Size", "Recommended", "Installed", "Description")]
+    rows += [(r["name"], human_bytes(r["size"]) if r["size"] else "?", "yes" if r["recommended"] else "",
+              "yes" if r["installed"] else "", r["description"]) for r in records]
+    print("Starter models: install one with --add NAME; --yes installs the recommended ones.")
+    for name, size, rec, inst, desc in rows:
+        line = f"{name.ljust(name_w)}  {size.rjust(9)}  {rec.center(11)}  {inst.center(9)}  "
+        room = max(10, width - len(line) - 1)
+        print(line + (desc if len(desc) <= room else desc[: room - 1] + "…"))
+    return 0
+
+
+_KIND_WORDS = {"vae": "VAE", "lora": "LoRA", "embedding": "textual-inversion embedding", "controlnet": "ControlNet"}
+
+
+def _model_kind(layout: RootLayout, name: str, stanza: Any) -> str:
+    """``main``, or the kind of a support model (``vae``, ``lora``, ...): the stanza's ``type``,
+    else the kind its manifest recorded at install time."""
+    if not isinstance(stanza, dict):
+        return "main"
+    kind = str(stanza.get("type") or "").strip().lower()
+    if kind and kind not in ("main", "model", "pipeline"):
+        return kind
+    from invokeai_model_install.root import manifest
+
+    try:
+        record = manifest.read_manifest(layout, name)
+    except (InstallerError, OSError, ValueError):
+        record = None
+    recorded = getattr(record, "kind", "") or ""
+    return recorded if recorded and not recorded.startswith("main") else "main"
 
 
 def purge_paths(layout: RootLayout, removed: dict[str, Any], remaining: dict[str, dict[str, Any]]):

@@ -42,7 +42,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--default_only", "--default-only", dest="default_only", action="store_true",
                    help="install only the catalogue's default starter model")
     g.add_argument("--add", nargs="+", action="extend", metavar="ITEM", default=[],
-                   help="install these: starter names, HuggingFace repo ids (owner/name[:subfolder][@revision]), "
+                   help="install these: starter names (see the `starters` command), HuggingFace repo ids (owner/name[:subfolder][@revision]), "
                         "URLs of .safetensors/.ckpt files, model files or folders")
     g.add_argument("--delete", nargs="+", action="extend", metavar="NAME", default=[],
                    help="remove these models from models.yaml (files are kept unless --purge)")
@@ -68,7 +68,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                         "(1-64; default $INVOKEAI_MAX_CONNECTIONS, else 8)")
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="show what would be installed, where, and how many bytes it needs; write nothing")
-    g.add_argument("--plan", metavar="FILE", help="read the plan from a YAML file (flags add to it); see docs/headless.md")
+    g.add_argument("--plan", metavar="FILE",
+                   help="read the plan from a YAML file (flags add to it); keys: install, add, remove, purge, scan_dir, "
+                        "autoscan, convert, precision, device, prediction_type")
     g.add_argument("--json", action="store_true", help="print a machine-readable result (JSON) on stdout instead of progress")
 
 
@@ -155,7 +157,12 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
     elif getattr(args, "yes", False):
         starters += [k for k, m in catalog.items() if m.recommended]
     for item in adds:
-        (starters if item in catalog else imports).append(item)
+        if item in catalog:
+            starters.append(item)
+        elif _looks_like_a_name(item):
+            raise unknown_starter(item, catalog)
+        else:
+            imports.append(item)
     removals = list(base.remove_starters) + list(getattr(args, "delete", None) or [])
     purge = base.purge or bool(getattr(args, "purge", False))
     if getattr(args, "purge", False) and not removals:
@@ -181,16 +188,67 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
     )
 
 
+def _looks_like_a_name(item: str) -> bool:
+    """True when ``item`` can only be meant as a starter name: one word that is not a URL, not a repo id
+    (owner/name) and not an existing file or folder."""
+    text = item.strip()
+    if not text or any(ch.isspace() for ch in text) or "/" in text or "\\" in text or ":" in text:
+        return False
+    return not Path(os.path.expanduser(text)).exists()
+
+
+def unknown_starter(name: str, catalog: Any) -> UnknownModelError:
+    """An unknown starter name, with the closest starter names when one is near (a typo)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(catalog), n=1, cutoff=0.6)
+    if not close:  # "inpainting" is in "sd-inpainting-1.5"
+        close = [k for k in catalog if name.lower() in k.lower()][:2]
+    message = f"{name!r} is not a starter model, a URL, a HuggingFace repo id (owner/name) or an existing file or folder"
+    if close:
+        hint = "did you mean " + " or ".join(repr(c) for c in close) + "? `invokeai-model-install starters` lists the names"
+    else:
+        hint = "run `invokeai-model-install starters` to see the starter names"
+    return UnknownModelError(message, hint)
+
+
+def check_names(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None) -> None:
+    """Unknown names stop the run before anything starts (exit status 2): removals that are not
+    in models.yaml, starters (from a plan file) that are not in the catalogue."""
+    if plan.install_starters:
+        from invokeai_model_install.root.catalog import load_catalog
+
+        catalog = load_catalog(catalog_path)
+        for key in plan.install_starters:
+            if key not in catalog:
+                raise unknown_starter(key, catalog)
+    if plan.remove_starters:
+        from invokeai_model_install.root.registry import Registry
+
+        stanzas = Registry(layout.models_yaml).load() if layout.models_yaml.exists() else {}
+        for name in plan.remove_starters:
+            if name not in stanzas:
+                import difflib
+
+                close = difflib.get_close_matches(name, list(stanzas), n=1, cutoff=0.6)
+                raise UnknownModelError(
+                    f"no model named {name!r} in {layout.models_yaml}",
+                    f"did you mean {close[0]!r}? `invokeai-model-install list` shows the names" if close
+                    else "run `invokeai-model-install list` to see the names",
+                )
+
+
 # --- running ----------------------------------------------------------------------------------
 
 
 def run_headless(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
     """Build the plan from the flags and run it (or dry-run it); returns the exit status."""
     plan = build_plan(args, catalog_path)
+    check_names(plan, layout, catalog_path)
     if plan.is_empty():
         print(
-            "Nothing to install: give --yes (recommended starters), --add ITEM, --delete NAME, --scan-dir DIR or --plan FILE "
-            "(see --help), or run in a terminal for the form.",
+            "Nothing to install: give --yes (recommended starters), --add ITEM (`invokeai-model-install starters` lists the "
+            "starter names), --delete NAME, --scan-dir DIR or --plan FILE, or run in a terminal for the form.",
             file=sys.stderr,
         )
         return EXIT_USAGE
