@@ -127,12 +127,12 @@ def test_json_result_and_exit_codes(root, catalog, capsys, monkeypatch):
 def test_failure_is_one_line_on_stderr_exit_1(root, catalog, capsys, monkeypatch):
     monkeypatch.setenv("INVOKEAI_INSTALL_WORKER", "thread")
     pf = root.root / "plan.yaml"
-    pf.write_text("install: [no-such-starter]\nremove: [a]\n")
+    pf.write_text("add: [/no/such/model.safetensors]\nremove: [a]\n")  # (an unknown starter name is exit 2: test_cli)
     code = cli.main(["--root", str(root.root), "--catalog", str(catalog), "--plan", str(pf)])
     out, err = capsys.readouterr()
     assert code == 1
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: no-such-starter:") and "(" in lines[0]  # message and hint
+    assert len(lines) == 1 and lines[0].startswith("error: /no/such/model.safetensors:") and "(" in lines[0]  # message and hint
     assert "removed a from models.yaml" in out  # plain lines off a terminal
     assert Registry(root.models_yaml).names() == []
 
