@@ -55,16 +55,17 @@ while True:
 OURS = """
 import json, resource, sys, time
 from pathlib import Path
-from invokeai_model_install.net import download, hub, sources
+from invokeai_model_install.net import engine, hub, sources, urls
+from invokeai_model_install.net.settings import DownloadSettings
 mode, target, dest, part = sys.argv[1:5]
-s = download.DownloadSettings.from_env()
+s = DownloadSettings.from_env()
 t0 = time.perf_counter()
 if mode == "url":
-    r = download.resolve_url(sources.UrlSource(target), s)
+    r = urls.resolve_url(sources.UrlSource(target), s)
 else:
-    s = download.DownloadSettings.from_env({"HF_ENDPOINT": target.split("|")[0], "HF_TOKEN_PATH": "/nonexistent"})
+    s = DownloadSettings.from_env({"HF_ENDPOINT": target.split("|")[0], "HF_TOKEN_PATH": "/nonexistent"})
     r = hub.resolve_hub(sources.HubSource(target.split("|")[1]), s, precision="fp32")
-res = download.download(r, Path(dest), partial_dir=Path(part), settings=s)
+res = engine.download(r, Path(dest), partial_dir=Path(part), settings=s)
 dt = time.perf_counter() - t0
 assert res.fetched_bytes == r.total_size, (res.fetched_bytes, r.total_size)
 print(json.dumps({"seconds": dt, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "bytes": res.fetched_bytes}))

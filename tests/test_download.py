@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from invokeai_model_install.net import download
-from invokeai_model_install.net.download import DownloadSettings, RemoteFile, Resolved
+from invokeai_model_install.net import engine, urls
+from invokeai_model_install.net.settings import DownloadSettings, RemoteFile, Resolved
+from invokeai_model_install.root import disk
 from invokeai_model_install.errors import (
     AuthError,
     Cancelled,
@@ -57,7 +58,7 @@ def one(server, name: str, data: bytes, sha: str | None) -> Resolved:
 def test_downloads_verifies_and_reports(file_server, tmp_path):
     data, sha = put(file_server, "model.safetensors", 3 * MB + 123)
     events = []
-    res = download.download(one(file_server, "model.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
+    res = engine.download(one(file_server, "model.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
     assert (tmp_path / "dest" / "model.safetensors").read_bytes() == data
     assert res.paths == {"model.safetensors": tmp_path / "dest" / "model.safetensors"}
     assert res.sha256 == {"model.safetensors": sha}
@@ -75,12 +76,12 @@ def test_several_files_at_once_and_present_files_are_kept(file_server, tmp_path)
     files = [put(file_server, f"unet/part{i}.bin", 300_000 + i, seed=i) for i in range(5)]
     rfs = tuple(RemoteFile(file_server.url_for(f"unet/part{i}.bin"), f"unet/part{i}.bin", len(d), s) for i, (d, s) in enumerate(files))
     resolved = Resolved(files=rfs, commit=None, label="five", kind_hint=None, total_size=sum(len(d) for d, _ in files))
-    res = download.download(resolved, tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
+    res = engine.download(resolved, tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
     for i, (d, _s) in enumerate(files):
         assert (tmp_path / "dest" / "unet" / f"part{i}.bin").read_bytes() == d
     file_server.stats.reset()
     events = []
-    res = download.download(resolved, tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
+    res = engine.download(resolved, tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
     assert res.fetched_bytes == 0 and file_server.stats.requests == []
     assert sorted(e.name for e in events if isinstance(e, FileFinished)) == [f"unet/part{i}.bin" for i in range(5)]
     assert all(e.fetched == 0 for e in events)
@@ -91,7 +92,7 @@ def test_present_file_with_wrong_bytes_is_fetched_again(file_server, tmp_path):
     dest = tmp_path / "dest" / "m.ckpt"
     dest.parent.mkdir()
     dest.write_bytes(bytes(len(data)))  # right size, wrong bytes
-    res = download.download(one(file_server, "m.ckpt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
+    res = engine.download(one(file_server, "m.ckpt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
     assert dest.read_bytes() == data and res.fetched_bytes == len(data)
 
 
@@ -100,7 +101,7 @@ def test_wrong_bytes_of_the_right_size_are_never_accepted(file_server, tmp_path)
     file_server.faults.corrupt("/m.safetensors")  # every time
     events = []
     with pytest.raises(IntegrityError) as err:
-        download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
+        engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
     assert f"expected sha256 {sha}, got " in str(err.value)
     assert not (tmp_path / "dest" / "m.safetensors").exists()
     assert list((tmp_path / "part").iterdir()) == []  # discarded
@@ -111,7 +112,7 @@ def test_wrong_bytes_of_the_right_size_are_never_accepted(file_server, tmp_path)
 def test_one_corrupt_transfer_is_retried_and_then_accepted(file_server, tmp_path):
     data, sha = put(file_server, "m.safetensors", 500_000)
     file_server.faults.corrupt("/m.safetensors", times=1)
-    res = download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
+    res = engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings())
     assert (tmp_path / "dest" / "m.safetensors").read_bytes() == data and res.sha256["m.safetensors"] == sha
 
 
@@ -119,7 +120,7 @@ def test_dropped_connection_resumes_where_it_stopped(file_server, tmp_path):
     data, sha = put(file_server, "m.ckpt", 3 * MB)
     file_server.faults.drop("/m.ckpt", after_bytes=700_000, times=2)
     events = []
-    download.download(one(file_server, "m.ckpt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(split_size=64 * MB), on_event=events.append)
+    engine.download(one(file_server, "m.ckpt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(split_size=64 * MB), on_event=events.append)
     assert (tmp_path / "dest" / "m.ckpt").read_bytes() == data
     assert any(isinstance(e, Retrying) for e in events)
     assert file_server.stats.served("/m.ckpt") == len(data)  # nothing fetched twice
@@ -133,7 +134,7 @@ def test_server_errors_are_retried_with_retry_after(file_server, tmp_path, code)
     data, sha = put(file_server, "m.pt", 100_000)
     file_server.faults.status("/m.pt", code, times=2, retry_after=1 if code == 429 else None)
     events = []
-    download.download(one(file_server, "m.pt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
+    engine.download(one(file_server, "m.pt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(), on_event=events.append)
     assert (tmp_path / "dest" / "m.pt").read_bytes() == data
     retries = [e for e in events if isinstance(e, Retrying)]
     assert len(retries) == 2 and all(f"HTTP {code}" in e.reason for e in retries)
@@ -145,7 +146,7 @@ def test_gives_up_after_the_retries(file_server, tmp_path):
     data, sha = put(file_server, "m.pt", 10_000)
     file_server.faults.status("/m.pt", 503, times=None)
     with pytest.raises(DownloadError, match="HTTP 503") as err:
-        download.download(one(file_server, "m.pt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(retries=2))
+        engine.download(one(file_server, "m.pt", data, sha), tmp_path / "dest", partial_dir=tmp_path / "part", settings=settings(retries=2))
     assert "gave up after 3 tries" in str(err.value)
     assert len(file_server.stats.requests_for("/m.pt")) == 3
 
@@ -153,11 +154,11 @@ def test_gives_up_after_the_retries(file_server, tmp_path):
 def test_404_and_401_are_final(file_server, tmp_path):
     rf = RemoteFile(file_server.url_for("missing.safetensors"), "missing.safetensors", 10, None)
     with pytest.raises(NotFoundError, match="missing.safetensors"):
-        download.download(Resolved((rf,), None, "missing", None, 10), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+        engine.download(Resolved((rf,), None, "missing", None, 10), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     data, sha = put(file_server, "m.pt", 1000)
     file_server.faults.status("/m.pt", 401, times=None)
     with pytest.raises(AuthError) as err:
-        download.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+        engine.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert "INVOKEAI_URL_TOKENS" in err.value.hint
     assert len(file_server.stats.requests_for("/m.pt")) == 1  # not retried
 
@@ -166,10 +167,10 @@ def test_html_login_page_is_refused(file_server, tmp_path):
     data, sha = put(file_server, "m.safetensors", 50_000)
     file_server.faults.html("/m.safetensors")
     with pytest.raises(NotAModelError) as err:
-        download.resolve_url(UrlSource(file_server.url_for("m.safetensors")), settings())
+        urls.resolve_url(UrlSource(file_server.url_for("m.safetensors")), settings())
     assert "HTML" in str(err.value) and "token" in err.value.hint.lower() or "login" in err.value.hint.lower()
     with pytest.raises(NotAModelError):
-        download.download(one(file_server, "m.safetensors", data, None), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+        engine.download(one(file_server, "m.safetensors", data, None), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert not (tmp_path / "d" / "m.safetensors").exists()
 
 
@@ -177,17 +178,17 @@ def test_text_body_without_content_type_is_refused(file_server, tmp_path):
     (file_server.folder / "weights.ckpt").write_bytes(b"<!DOCTYPE html><html><body>Please log in</body></html>")
     rf = RemoteFile(file_server.url_for("weights.ckpt"), "weights.ckpt", 55, None)
     with pytest.raises(NotAModelError):
-        download.download(Resolved((rf,), None, "w", None, 55), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+        engine.download(Resolved((rf,), None, "w", None, 55), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
 
 
 def test_server_ignoring_range_gets_a_clean_restart(file_server, tmp_path):
     data, sha = put(file_server, "m.bin", 2 * MB)
     with pytest.raises(NotFoundError):
-        download.download(one(file_server, "m.bin", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(split_size=64 * MB), on_event=interrupt(file_server, "/m.bin", 500_000))
+        engine.download(one(file_server, "m.bin", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(split_size=64 * MB), on_event=interrupt(file_server, "/m.bin", 500_000))
     assert any(p.suffix == ".json" for p in (tmp_path / "p").iterdir())  # partial kept
     file_server.faults.ignore_range("/m.bin")
     events = []
-    download.download(one(file_server, "m.bin", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=events.append)
+    engine.download(one(file_server, "m.bin", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=events.append)
     assert (tmp_path / "d" / "m.bin").read_bytes() == data
     assert any(isinstance(e, Retrying) and "ignores byte ranges" in e.reason for e in events)
 
@@ -195,12 +196,12 @@ def test_server_ignoring_range_gets_a_clean_restart(file_server, tmp_path):
 def test_resume_with_a_changed_etag_restarts_clean(file_server, tmp_path):
     old, _ = put(file_server, "m.ckpt", 1 * MB, seed=1)
     with pytest.raises(NotFoundError):
-        download.download(one(file_server, "m.ckpt", old, None), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.ckpt", 300_000))
+        engine.download(one(file_server, "m.ckpt", old, None), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.ckpt", 300_000))
     time.sleep(0.01)
     new, new_sha = put(file_server, "m.ckpt", 1 * MB, seed=2)  # same size, other bytes: new ETag
-    resolved = download.resolve_url(UrlSource(file_server.url_for("m.ckpt")), settings())
+    resolved = urls.resolve_url(UrlSource(file_server.url_for("m.ckpt")), settings())
     events = []
-    download.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=events.append)
+    engine.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=events.append)
     assert (tmp_path / "d" / "m.ckpt").read_bytes() == new
     last = file_server.stats.requests_for("/m.ckpt", "GET")[-1]
     assert last.header("Range") is None or any(isinstance(e, Retrying) and "changed" in e.reason for e in events)
@@ -218,7 +219,7 @@ def test_cancel_is_prompt_and_keeps_the_partial_file(file_server, tmp_path):
             cancel.set()
 
     box = {}
-    t = threading.Thread(target=lambda: box.setdefault("err", _catch(lambda: download.download(
+    t = threading.Thread(target=lambda: box.setdefault("err", _catch(lambda: engine.download(
         one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p",
         settings=settings(split_size=64 * MB), on_event=on_event, cancel=cancel))))
     t.start()
@@ -229,7 +230,7 @@ def test_cancel_is_prompt_and_keeps_the_partial_file(file_server, tmp_path):
     assert sidecar and json.loads(sidecar[0].read_text())["done"][0][1] > 0
     file_server.faults.clear()
     before = file_server.stats.served("/m.safetensors")
-    download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert (tmp_path / "d" / "m.safetensors").read_bytes() == data
     assert file_server.stats.served("/m.safetensors") - before < len(data)
 
@@ -239,7 +240,7 @@ def test_cancel_during_a_stalled_read(file_server, tmp_path):
     file_server.faults.stall("/m.safetensors", seconds=60, after_bytes=100_000)
     cancel = threading.Event()
     box = {}
-    t = threading.Thread(target=lambda: box.setdefault("err", _catch(lambda: download.download(
+    t = threading.Thread(target=lambda: box.setdefault("err", _catch(lambda: engine.download(
         one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p",
         settings=settings(read_timeout=60), cancel=cancel))))
     t.start()
@@ -273,11 +274,12 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from invokeai_model_install.net import download
-    rf = download.RemoteFile(sys.argv[1], "big.safetensors", int(sys.argv[2]), sys.argv[3])
-    res = download.Resolved((rf,), None, "big", None, rf.size)
-    s = download.DownloadSettings(hf_endpoint="http://127.0.0.1:9", split_size=1 << 20, max_connections=2, sidecar_interval=0.1)
-    download.download(res, Path(sys.argv[4]), partial_dir=Path(sys.argv[5]), settings=s)
+    from invokeai_model_install.net import engine
+    from invokeai_model_install.net.settings import DownloadSettings, RemoteFile, Resolved
+    rf = RemoteFile(sys.argv[1], "big.safetensors", int(sys.argv[2]), sys.argv[3])
+    res = Resolved((rf,), None, "big", None, rf.size)
+    s = DownloadSettings(hf_endpoint="http://127.0.0.1:9", split_size=1 << 20, max_connections=2, sidecar_interval=0.1)
+    engine.download(res, Path(sys.argv[4]), partial_dir=Path(sys.argv[5]), settings=s)
     """
 )
 
@@ -302,7 +304,7 @@ def test_sigkill_mid_file_then_a_new_process_fetches_only_the_rest(file_server, 
     assert not (dest / "big.safetensors").exists()
     file_server.faults.clear()
     events = []
-    res = download.download(
+    res = engine.download(
         Resolved((RemoteFile(file_server.url_for("big.safetensors"), "big.safetensors", len(data), sha),), None, "big", None, len(data)),
         dest, partial_dir=part, settings=settings(split_size=1 * MB, max_connections=2), on_event=events.append,
     )
@@ -317,13 +319,13 @@ def test_sigkill_mid_file_then_a_new_process_fetches_only_the_rest(file_server, 
 def test_offline_mode(file_server, tmp_path):
     data, sha = put(file_server, "m.pt", 1000)
     with pytest.raises(OfflineError, match="m.pt"):
-        download.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(offline=True))
+        engine.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(offline=True))
     with pytest.raises(OfflineError):
-        download.resolve_url(UrlSource(file_server.url_for("m.pt")), settings(offline=True))
+        urls.resolve_url(UrlSource(file_server.url_for("m.pt")), settings(offline=True))
     assert file_server.stats.requests == []
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "m.pt").write_bytes(data)
-    res = download.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(offline=True))
+    res = engine.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(offline=True))
     assert res.fetched_bytes == 0 and res.sha256["m.pt"] == sha
     assert file_server.stats.requests == []
 
@@ -331,12 +333,12 @@ def test_offline_mode(file_server, tmp_path):
 def test_disk_space_is_checked_before_starting(file_server, tmp_path):
     data, sha = put(file_server, "m.pt", 5000)
     with pytest.raises(DiskSpaceError) as err:
-        download.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(disk_free=lambda p: 1234))
+        engine.download(one(file_server, "m.pt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(disk_free=lambda p: 1234))
     assert "5000 bytes" in str(err.value) and "1234 bytes" in str(err.value)
     assert file_server.stats.requests == []
     with pytest.raises(DiskSpaceError, match=str(10**18)):
-        download.check_disk_space(10**18, tmp_path / "not" / "yet")
-    download.check_disk_space(1, tmp_path)
+        disk.check_disk_space(10**18, tmp_path / "not" / "yet")
+    disk.check_disk_space(1, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -353,9 +355,9 @@ def test_malicious_content_disposition_names_stay_inside(file_server, tmp_path, 
     data, sha = put(file_server, "real.safetensors", 4000)
     url = file_server.route("/api/download/models/42", "real.safetensors")
     file_server.content_disposition["real.safetensors"] = disposition
-    resolved = download.resolve_url(UrlSource(url), settings())
+    resolved = urls.resolve_url(UrlSource(url), settings())
     assert resolved.files[0].relpath == expected and resolved.files[0].size == len(data)
-    res = download.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    res = engine.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert res.paths[expected].resolve().parent == (tmp_path / "d").resolve()
     assert res.paths[expected].read_bytes() == data
 
@@ -364,13 +366,13 @@ def test_malicious_content_disposition_names_stay_inside(file_server, tmp_path, 
 def test_unsafe_relpaths_are_refused(file_server, tmp_path, relpath):
     rf = RemoteFile(file_server.url_for("x"), relpath, 1, None)
     with pytest.raises(UnsafeNameError):
-        download.download(Resolved((rf,), None, "x", None, 1), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+        engine.download(Resolved((rf,), None, "x", None, 1), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert file_server.stats.requests == []
 
 
 def test_resolve_url_name_size_and_hash(file_server, tmp_path):
     data, sha = put(file_server, "sub/Fancy Model.safetensors", 7000)
-    r = download.resolve_url(UrlSource(file_server.url_for("sub/Fancy Model.safetensors"), sha256=sha), settings())
+    r = urls.resolve_url(UrlSource(file_server.url_for("sub/Fancy Model.safetensors"), sha256=sha), settings())
     (rf,) = r.files
     assert (rf.relpath, rf.size, rf.sha256, r.total_size) == ("Fancy Model.safetensors", 7000, sha, 7000)
     assert r.commit is None and r.kind_hint is None
@@ -385,8 +387,8 @@ def test_token_never_reaches_a_foreign_host(file_server, other_file_server, tmp_
     secret = "civitai-secret-token-123"
     s = settings(url_tokens=((host, secret),))
     events = []
-    resolved = download.resolve_url(UrlSource(url, sha256=sha), s)
-    res = download.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=s, on_event=events.append)
+    resolved = urls.resolve_url(UrlSource(url, sha256=sha), s)
+    res = engine.download(resolved, tmp_path / "d", partial_dir=tmp_path / "p", settings=s, on_event=events.append)
     assert res.paths["cdn.safetensors"].read_bytes() == data
     assert other_file_server.stats.requests and other_file_server.stats.auth_headers() == []
     assert set(file_server.stats.auth_headers()) == {f"Bearer {secret}"}
@@ -398,7 +400,7 @@ def test_token_in_url_query_is_not_written_to_the_sidecar(file_server, tmp_path)
     url = file_server.url_for("m.safetensors") + "?token=supersecret123"
     rf = RemoteFile(url, "m.safetensors", len(data), sha)
     with pytest.raises(NotFoundError) as err:
-        download.download(Resolved((rf,), None, "m", None, len(data)), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.safetensors", 200_000))
+        engine.download(Resolved((rf,), None, "m", None, len(data)), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.safetensors", 200_000))
     assert "supersecret123" not in err.value.one_line()
     for p in (tmp_path / "p").iterdir():
         assert "supersecret123" not in p.name
@@ -430,10 +432,10 @@ def test_settings_from_env(tmp_path):
 def test_partial_state_is_thrown_away_when_the_size_changed(file_server, tmp_path):
     data, sha = put(file_server, "m.ckpt", 600_000)
     with pytest.raises(NotFoundError):
-        download.download(one(file_server, "m.ckpt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.ckpt", 100_000))
+        engine.download(one(file_server, "m.ckpt", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(), on_event=interrupt(file_server, "/m.ckpt", 100_000))
     data2, sha2 = put(file_server, "m.ckpt", 700_000, seed=5)
     before = file_server.stats.served("/m.ckpt")
-    download.download(one(file_server, "m.ckpt", data2, sha2), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    engine.download(one(file_server, "m.ckpt", data2, sha2), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert (tmp_path / "d" / "m.ckpt").read_bytes() == data2
     assert file_server.stats.served("/m.ckpt") - before == len(data2)
 
@@ -441,7 +443,7 @@ def test_partial_state_is_thrown_away_when_the_size_changed(file_server, tmp_pat
 def test_a_dropped_range_in_the_middle_is_fetched_again(file_server, tmp_path):
     data, sha = put(file_server, "m.safetensors", 4 * MB)
     file_server.faults.drop("/m.safetensors", after_bytes=300_000, times=3)
-    res = download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(max_connections=4))
+    res = engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(max_connections=4))
     assert res.paths["m.safetensors"].read_bytes() == data
     assert file_server.stats.served("/m.safetensors") == len(data)  # every byte exactly once
 
@@ -452,7 +454,7 @@ def test_two_downloads_of_the_same_file_at_once(file_server, tmp_path):
     results = {}
 
     def run(name):
-        results[name] = _catch(lambda: download.download(
+        results[name] = _catch(lambda: engine.download(
             one(file_server, "m.safetensors", data, sha), tmp_path / name, partial_dir=tmp_path / "p", settings=settings()))
 
     threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
@@ -468,7 +470,7 @@ def test_two_downloads_of_the_same_file_at_once(file_server, tmp_path):
 def test_zero_byte_file(file_server, tmp_path):
     (file_server.folder / "empty.txt").write_bytes(b"")
     rf = RemoteFile(file_server.url_for("empty.txt"), "empty.txt", 0, hashlib.sha256(b"").hexdigest())
-    res = download.download(Resolved((rf,), None, "e", None, 0), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    res = engine.download(Resolved((rf,), None, "e", None, 0), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     assert res.paths["empty.txt"].read_bytes() == b""
 
 
@@ -476,10 +478,10 @@ def test_a_size_that_does_not_match_the_server_fails_clearly(file_server, tmp_pa
     data, sha = put(file_server, "m.safetensors", 3 * MB)
     rf = RemoteFile(file_server.url_for("m.safetensors"), "m.safetensors", 3 * MB + 5, None)
     with pytest.raises(IntegrityError, match="expected"):
-        download.download(Resolved((rf,), None, "m", None, rf.size), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+        engine.download(Resolved((rf,), None, "m", None, rf.size), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
     rf = RemoteFile(file_server.url_for("m.safetensors"), "m.safetensors", 5 * MB, None)  # ranges past the end: 416
     with pytest.raises(DownloadError):
-        download.download(Resolved((rf,), None, "m", None, rf.size), tmp_path / "d2", partial_dir=tmp_path / "p2", settings=settings())
+        engine.download(Resolved((rf,), None, "m", None, rf.size), tmp_path / "d2", partial_dir=tmp_path / "p2", settings=settings())
     assert not (tmp_path / "d" / "m.safetensors").exists() and not (tmp_path / "d2" / "m.safetensors").exists()
 
 
@@ -487,11 +489,11 @@ def test_a_stalled_server_is_retried_after_the_read_timeout(file_server, tmp_pat
     data, sha = put(file_server, "m.safetensors", 4 * MB)
     file_server.faults.stall("/m.safetensors", seconds=30, after_bytes=2_500_000, times=1)
     events = []
-    res = download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(read_timeout=1, split_size=64 * MB), on_event=events.append)
+    res = engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(read_timeout=1, split_size=64 * MB), on_event=events.append)
     assert res.paths["m.safetensors"].read_bytes() == data
     assert any(isinstance(e, Retrying) and "connection lost" in e.reason for e in events)
     # what was received before the stall is kept, except at most one receive buffer (1 MiB)
-    assert file_server.stats.served("/m.safetensors") - 2_500_000 <= len(data) - 2_500_000 + download._BUF
+    assert file_server.stats.served("/m.safetensors") - 2_500_000 <= len(data) - 2_500_000 + engine._BUF
 
 
 def test_a_write_failure_is_reported_as_ours(file_server, tmp_path, monkeypatch):
@@ -507,6 +509,6 @@ def test_a_write_failure_is_reported_as_ours(file_server, tmp_path, monkeypatch)
             raise OSError(_errno.ENOSPC, "No space left on device")
         return real(fd, buf, offset)
 
-    monkeypatch.setattr(download.os, "pwrite", full_disk)
+    monkeypatch.setattr(engine.os, "pwrite", full_disk)
     with pytest.raises(DiskSpaceError, match="disk full"):
-        download.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(max_connections=1))
+        engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(max_connections=1))

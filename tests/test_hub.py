@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install.net import download, hub
-from invokeai_model_install.net.download import DownloadSettings
+from invokeai_model_install.net import engine, hub
+from invokeai_model_install.net.settings import DownloadSettings
 from invokeai_model_install.errors import AuthError, DownloadError, IntegrityError, NotFoundError, OfflineError, SourceError
 from invokeai_model_install.net.sources import HubSource
 
@@ -184,7 +184,7 @@ def test_gated_repo_names_the_license_page_then_works_with_a_token(hub_server, p
     hub_server.add_repo("owner/gated", pipeline_repo, gated=True)
     with pytest.raises(AuthError) as err:
         r = hub.resolve_hub(HubSource("owner/gated", subfolder="vae"), settings(hub_server))
-        download.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(hub_server))
+        engine.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(hub_server))
     assert f"{hub_server.url}/owner/gated" in err.value.one_line()
     assert "HF_TOKEN" in err.value.hint
     with pytest.raises(AuthError, match=f"{hub_server.url}/owner/gated"):
@@ -192,7 +192,7 @@ def test_gated_repo_names_the_license_page_then_works_with_a_token(hub_server, p
     hub_server.grant("owner/gated", "hf_granted")
     s = settings(hub_server, hf_token="hf_granted")
     r = hub.resolve_hub(HubSource("owner/gated"), s)
-    res = download.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=s)
+    res = engine.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=s)
     assert (tmp_path / "d" / "unet" / "diffusion_pytorch_model.fp16.safetensors").read_bytes() == blob(2000, "unet16")
     assert res.fetched_bytes == r.total_size
     assert set(hub_server.stats.auth_headers("/owner/gated/resolve/*")) == {"Bearer hf_granted"}
@@ -205,7 +205,7 @@ def test_hub_download_through_a_cdn_redirect_keeps_the_token_home(hub_server, pi
     hub_server.faults.redirect(f"/owner/pipe/resolve/{sha}/*.safetensors", lambda p: cdn.url_for(p.split("/", 5)[5]))
     s = settings(hub_server, hf_token="hf_secret_token")
     r = hub.resolve_hub(HubSource("owner/pipe"), s)
-    res = download.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=s)
+    res = engine.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=s)
     assert len(res.paths) == len(r.files)
     for f in r.files:
         assert res.paths[f.relpath].read_bytes() == (pipeline_repo / f.relpath).read_bytes()
@@ -219,12 +219,12 @@ def test_hub_serving_wrong_bytes_is_caught_by_the_lfs_sha256(hub_server, pipelin
     s = settings(hub_server)
     r = hub.resolve_hub(HubSource("owner/pipe", subfolder="unet"), s)
     with pytest.raises(IntegrityError, match="expected sha256"):
-        download.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=s)
+        engine.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=s)
     assert not (tmp_path / "d" / "diffusion_pytorch_model.fp16.safetensors").exists()
     hub_server.faults.clear()
     hub_server.faults.corrupt("*/unet/config.json")  # a small non-LFS file: checked by its git blob id
     with pytest.raises(IntegrityError, match="git blob"):
-        download.download(r, tmp_path / "d2", partial_dir=tmp_path / "p", settings=s)
+        engine.download(r, tmp_path / "d2", partial_dir=tmp_path / "p", settings=s)
 
 
 def test_hub_429_is_retried(hub_server, pipeline_repo, tmp_path):
@@ -232,5 +232,5 @@ def test_hub_429_is_retried(hub_server, pipeline_repo, tmp_path):
     s = settings(hub_server)
     r = hub.resolve_hub(HubSource("owner/pipe", subfolder="vae"), s)
     hub_server.faults.status("*/vae/diffusion_pytorch_model.safetensors", 429, times=1, retry_after=0)
-    res = download.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=s)
+    res = engine.download(r, tmp_path / "d", partial_dir=tmp_path / "p", settings=s)
     assert res.paths["diffusion_pytorch_model.safetensors"].read_bytes() == blob(500, "vaest")

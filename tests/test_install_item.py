@@ -16,7 +16,9 @@ import yaml
 from invokeai_model_install import events as ev
 from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.app.configure import create_layout
-from invokeai_model_install.install.item import _single_model_file, legacy_config, source_key
+from invokeai_model_install.install.identity import source_key
+from invokeai_model_install.install.placement import single_model_file as _single_model_file
+from invokeai_model_install.install.stanza import legacy_config
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.root.registry import Registry

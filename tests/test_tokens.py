@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from invokeai_model_install.net import tokens
-from invokeai_model_install.net.download import DownloadSettings
+from invokeai_model_install.net.settings import DownloadSettings
 
 S = DownloadSettings(
     hf_endpoint="http://127.0.0.1:8000",

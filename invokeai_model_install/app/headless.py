@@ -90,7 +90,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     n = getattr(args, "max_connections", None)
     if n is None:
         return None  # the worker reads the environment itself
-    from invokeai_model_install.net.download import DownloadSettings
+    from invokeai_model_install.net.settings import DownloadSettings
 
     return DownloadSettings.from_env(max_connections=n)
 

@@ -63,7 +63,11 @@ def _source_digest(layout: Any, name: str, src: Path, cancel: Any) -> str:
 
 def convert_installed_item(item: Any, ctx: Any) -> Any:
     """Run one ``convert-installed`` work item (``item.line`` is the model name); returns an ItemOutcome."""
-    from invokeai_model_install.install import item as it
+    from invokeai_model_install.install.identity import key_hash
+    from invokeai_model_install.install.item import ItemOutcome
+    from invokeai_model_install.install.pipeline import check_safety, probe_path
+    from invokeai_model_install.install.placement import refresh_mtimes
+    from invokeai_model_install.install.questions import ask_prediction
     from invokeai_model_install.root.registry import purge_model_files
 
     layout = ctx.layout
@@ -72,8 +76,8 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     stanza = ctx.registry.load().get(name)
     src = check_convertible(stanza, name, layout)
     assert stanza is not None
-    it._safety(src, ctx, name, delete_on_danger=False)
-    pr = it._probe(src, name)
+    check_safety(src, ctx, name, delete_on_danger=False)
+    pr = probe_path(src, name)
     if pr.kind != "main":
         raise ConversionError(f"{name}: {src.name} is a {pr.kind} file, not a main model", "")
 
@@ -102,7 +106,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     while dest.exists():
         dest = folder / f"{name}-{n}"
         n += 1
-    tmp = layout.partial_dir / f"convert-installed-{it._key_hash(name)}"
+    tmp = layout.partial_dir / f"convert-installed-{key_hash(name)}"
     if tmp.exists():
         shutil.rmtree(tmp)
 
@@ -123,7 +127,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
         except QuestionUnanswered:
             if kwargs["prediction_type"] is not None:
                 raise
-            kwargs["prediction_type"] = it._ask_prediction(ctx, name)
+            kwargs["prediction_type"] = ask_prediction(ctx, name)
             if tmp.exists():
                 shutil.rmtree(tmp)
             conv.convert_checkpoint(src, tmp, **kwargs)
@@ -140,7 +144,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     files = mf.record_files(layout, [tmp], cancel=ctx.cancel)
     prefix_tmp, prefix_dest = layout.relative(tmp), layout.relative(dest)
     files = tuple(dataclasses.replace(f, path=prefix_dest + f.path[len(prefix_tmp):]) for f in files)
-    new_pr = it._probe(tmp, name)
+    new_pr = probe_path(tmp, name)
     new_stanza: dict[str, Any] = {"description": stanza.get("description") or f"{name} (converted to diffusers)",
                                   "format": "diffusers", "path": prefix_dest}
     if new_vae is not None:
@@ -161,7 +165,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
                     source_sha256=((layout.relative(src), digest),), stanza=new_stanza)
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, dest)
-    m = it._refresh_mtimes(layout, m)
+    m = refresh_mtimes(layout, m)
     mf.write_manifest(layout, m)  # replaces the single file's manifest: the model is the folder now
 
     ctx.stage("register")
@@ -186,4 +190,4 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     else:
         message += f"; the original {layout.relative(src)} is kept"
     ctx.emit(ItemRegistered(name=name, path=prefix_dest))
-    return it.ItemOutcome(item=item.id, label=item.label, status="installed", name=name, message=message, path=prefix_dest)
+    return ItemOutcome(item=item.id, label=item.label, status="installed", name=name, message=message, path=prefix_dest)

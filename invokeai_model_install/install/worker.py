@@ -44,19 +44,11 @@ from invokeai_model_install.events import (
     QuestionAsked,
     discard,
 )
-from invokeai_model_install.install.item import (
-    ItemContext,
-    ItemOutcome,
-    SkippedByUser,
-    WorkItem,
-    _NotInstalled,
-    _local_path,
-    resolve_remote,
-    run_item,
-    source_key,
-    spec_for,
-    staging_dir,
-)
+from invokeai_model_install.install.identity import local_path, source_key, staging_dir
+from invokeai_model_install.install.item import ItemContext, ItemOutcome, WorkItem
+from invokeai_model_install.install.pipeline import resolve_remote, run_item, spec_for
+from invokeai_model_install.install.questions import SkippedByUser
+from invokeai_model_install.install.removal import NotInstalled
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 
@@ -271,7 +263,7 @@ def run_plan(
             outcome = run_item(item, ctx)
             if outcome.status == "skipped":
                 emit(ItemSkipped(reason=outcome.message))
-        except (SkippedByUser, _NotInstalled) as err:
+        except (SkippedByUser, NotInstalled) as err:
             outcome = ItemOutcome(item.id, item.label, "skipped", name=item.line, message=err.message)
             emit(ItemSkipped(reason=err.message))
         except Cancelled as err:
@@ -365,13 +357,13 @@ def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, setting
                 return PlannedItem(item.id, item.label, "install", what=f"{m.kind} ({m.format})", destination=m.path,
                                    bytes_to_fetch=0, total_bytes=m.total_size, status="already installed")
     if spec.starter is not None:
-        from invokeai_model_install.install.item import _registered_elsewhere
+        from invokeai_model_install.install.register import registered_elsewhere
 
-        older = _registered_elsewhere(spec.starter, ItemContext(layout=layout, plan=plan, settings=settings, emit=discard))
+        older = registered_elsewhere(spec.starter, ItemContext(layout=layout, plan=plan, settings=settings, emit=discard))
         if older is not None:
             return PlannedItem(item.id, item.label, "install", what=older.message, destination=layout.relative(older.path),
                                bytes_to_fetch=0, status="already installed")
-    local = _local_path(spec.source)
+    local = local_path(spec.source)
     if local is not None:
         size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local.is_dir() else local.stat().st_size
         if plan.convert and local.is_file():

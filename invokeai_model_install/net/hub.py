@@ -1,7 +1,7 @@
 """HuggingFace repos -> the exact list of files to fetch (:func:`resolve_hub`).
 
 Metadata comes from huggingface_hub (``HfApi.model_info(files_metadata=True)``: names, sizes, LFS sha256,
-the commit sha); the bytes then go through our own engine (:mod:`download`), pinned to that commit.
+the commit sha); the bytes then go through our own engine (:mod:`engine`), pinned to that commit.
 
 Selection rules for a diffusers pipeline (``model_index.json``): the components it lists, each with its
 configs/tokenizer files and ONE set of weights - ``.safetensors`` before ``.bin``, the ``fp16`` variant when
@@ -18,7 +18,9 @@ import urllib.parse
 from dataclasses import dataclass
 
 from invokeai_model_install.net import http_errors
-from invokeai_model_install.net.download import DownloadSettings, RemoteFile, Resolved, fetch_small, safe_relpath
+from invokeai_model_install.net.settings import DownloadSettings, RemoteFile, Resolved
+from invokeai_model_install.net.transport import fetch_small
+from invokeai_model_install.net.urls import safe_relpath
 from invokeai_model_install.errors import NotFoundError, OfflineError, SourceError
 from invokeai_model_install.net.sources import HubSource
 

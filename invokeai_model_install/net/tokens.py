@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import fnmatch
 import urllib.parse
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
+from invokeai_model_install.net.settings import DownloadSettings
 from invokeai_model_install.net.sources import redact_url
-
-if TYPE_CHECKING:  # pragma: no cover
-    from invokeai_model_install.net.download import DownloadSettings
 
 _DEFAULT_HUB_HOSTS = ("huggingface.co", "hf.co", "www.huggingface.co")
 
@@ -56,7 +54,7 @@ def host_matches(url: str, pattern: str) -> bool:
     return False
 
 
-def is_hub_url(url: str, settings: "DownloadSettings") -> bool:
+def is_hub_url(url: str, settings: DownloadSettings) -> bool:
     """True when ``url`` is on the configured hub (HF_ENDPOINT), or on huggingface.co when that is the hub."""
     if same_host(url, settings.hf_endpoint):
         return True
@@ -65,7 +63,7 @@ def is_hub_url(url: str, settings: "DownloadSettings") -> bool:
     return endpoint_host in _DEFAULT_HUB_HOSTS and host in _DEFAULT_HUB_HOSTS
 
 
-def token_for(url: str, settings: "DownloadSettings") -> str | None:
+def token_for(url: str, settings: DownloadSettings) -> str | None:
     """The token that may be sent to ``url``'s host, or None."""
     if is_hub_url(url, settings):
         return settings.hf_token or None
@@ -75,13 +73,13 @@ def token_for(url: str, settings: "DownloadSettings") -> str | None:
     return None
 
 
-def auth_headers(url: str, settings: "DownloadSettings") -> dict[str, str]:
+def auth_headers(url: str, settings: DownloadSettings) -> dict[str, str]:
     """``{"Authorization": "Bearer ..."}`` for ``url`` when a token belongs to its host, else ``{}``."""
     token = token_for(url, settings)
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def headers_after_redirect(old_url: str, new_url: str, headers: dict[str, str], settings: "DownloadSettings") -> dict[str, str]:
+def headers_after_redirect(old_url: str, new_url: str, headers: dict[str, str], settings: DownloadSettings) -> dict[str, str]:
     """Headers for following a redirect: same host keeps them; another host gets no Authorization at all.
 
     Not even a token that would belong to the new host: a redirect target (a CDN, a signed URL) is
@@ -92,7 +90,7 @@ def headers_after_redirect(old_url: str, new_url: str, headers: dict[str, str], 
     return {k: v for k, v in headers.items() if k.lower() != "authorization"}
 
 
-def known_tokens(settings: "DownloadSettings | None") -> list[str]:
+def known_tokens(settings: DownloadSettings | None) -> list[str]:
     """Every token in ``settings`` (for redaction)."""
     if settings is None:
         return []
@@ -101,7 +99,7 @@ def known_tokens(settings: "DownloadSettings | None") -> list[str]:
     return out
 
 
-def redact(text: str, settings: "DownloadSettings | None" = None, extra: Iterable[str] = ()) -> str:
+def redact(text: str, settings: DownloadSettings | None = None, extra: Iterable[str] = ()) -> str:
     """``text`` with every known token replaced by ``***`` and URL secrets masked."""
     for token in sorted([*known_tokens(settings), *extra], key=len, reverse=True):
         if token and len(token) >= 4:

@@ -50,7 +50,7 @@ class FileRecord:
 class Manifest:
     """What we know about one installed model.
 
-    :param key: identity of the source (see ``install_item.source_key``); re-runs look it up.
+    :param key: identity of the source (see ``install.identity.source_key``); re-runs look it up.
     :param state: ``placed`` (files in place, maybe not yet registered) or ``installed``.
     :param source_sha256: sha256 of the input a model was converted from (path -> digest),
         so a folder scan recognises a checkpoint that was converted earlier.

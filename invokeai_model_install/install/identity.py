@@ -1,0 +1,58 @@
+"""The identity of a source: the key manifests are looked up by, and where its bytes are staged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from invokeai_model_install.root.layout import RootLayout
+
+
+def hub_key(repo_id: str, subfolder: str | None = None, revision: str | None = None, path_in_repo: str | None = None) -> str:
+    key = f"hub:{repo_id}"
+    if subfolder:
+        key += f":{subfolder}"
+    if path_in_repo:
+        key += f"/{path_in_repo}"
+    if revision:
+        key += f"@{revision}"
+    return key
+
+
+def source_key(source: Any) -> str:
+    """A stable string naming what a source installs (manifests are looked up by it)."""
+    kind = type(source).__name__
+    if kind == "HubSource":
+        return hub_key(source.repo_id, source.subfolder, source.revision, source.path_in_repo)
+    if kind == "UrlSource":
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        # tokens in the query string are credentials, not identity
+        parts = urlsplit(source.url)
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if "token" not in k.lower()])
+        return "url:" + urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+    path = Path(os.path.expanduser(str(source.path)))
+    try:
+        path = path.resolve()
+    except OSError:
+        path = path.absolute()
+    return f"file:{path}"
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
+
+
+def staging_dir(layout: RootLayout, key: str) -> Path:
+    """Where an item's bytes land before they are placed (kept across runs for resume)."""
+    return layout.partial_dir / "staging" / key_hash(key)
+
+
+def local_path(source: Any) -> Path | None:
+    if source is None:
+        return None
+    if type(source).__name__ in ("LocalFileSource", "LocalDiffusersSource"):
+        return Path(os.path.expanduser(str(source.path))).absolute()
+    return None

@@ -1,0 +1,413 @@
+"""One plan item through the pipeline: resolve → download → verify → probe → place → convert → register.
+
+The worker (:mod:`worker`) turns an :class:`InstallPlan` into :class:`WorkItem`
+values and calls :func:`run_item` for each; this module never prints, reports
+through the item's ``emit`` callback, and raises :class:`InstallerError`
+subclasses that the worker turns into ``ItemFailed`` events.
+
+Crash safety (a SIGKILL may land anywhere):
+
+* bytes go to a staging folder under ``models/.partial/staging/<key hash>``
+  (the download engine resumes there);
+* before files move into ``models/<kind>/`` a manifest in state ``placed`` is
+  written; the move is one ``os.rename`` (whole folder or file);
+* the stanza is added to models.yaml under its lock, then the manifest becomes
+  ``installed``.  A re-run finds the manifest by source key and finishes
+  whatever step was missing, fetching nothing that is already in place.
+
+Nothing is written to models.yaml for an item that failed.  One source is worked on
+by one installer at a time (a file lock per source under ``models/.partial/locks``):
+two installers asking for the same model do not download it twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from invokeai_model_install.errors import InstallerError, NotFoundError, ProbeError, QuestionUnanswered, UnsafeFileError
+from invokeai_model_install.events import Event, ItemConverted, ItemVerified
+from invokeai_model_install.install.identity import hub_key, key_hash, local_path, source_key, staging_dir
+from invokeai_model_install.install.item import Installed, ItemContext, ItemOutcome, Spec, WorkItem
+from invokeai_model_install.install.locking import source_lock
+from invokeai_model_install.install.placement import (
+    choose_dir_dest,
+    choose_file_dest,
+    file_size,
+    free_name,
+    refresh_mtimes,
+    remove_path,
+    single_model_file,
+    strip_variants,
+    unlink_quiet,
+)
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.install.questions import ask_prediction, prediction_type
+from invokeai_model_install.install.register import register, registered_elsewhere, same_place
+from invokeai_model_install.install.removal import remove_model
+from invokeai_model_install.install.stanza import stanza_for, vae_for_stanza
+from invokeai_model_install.root import manifest as mf
+
+
+def run_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
+    """Run one item; raises InstallerError (the worker reports it as ItemFailed)."""
+    if item.action == "invalid":
+        assert item.error is not None
+        raise item.error
+    if item.action == "remove":
+        return remove_model(item, ctx)
+    if item.action == "convert-installed":
+        from invokeai_model_install.install.convert_installed import convert_installed_item
+
+        return convert_installed_item(item, ctx)
+    spec = spec_for(item, ctx.plan)
+    before = ctx.fetched
+    if item.starter is not None and not mf.find_by_key(ctx.layout, spec.key):
+        older = registered_elsewhere(item.starter, ctx)
+        if older is not None:
+            return ItemOutcome(item=item.id, label=item.label, status="skipped", name=older.name, message=older.message)
+    vae_value = None
+    if item.starter is not None and item.starter.vae is not None:
+        vae_value = _install_starter_vae(item.starter, ctx)
+    done = _install(spec, ctx, convert=ctx.plan.convert, vae=vae_value)
+    return ItemOutcome(
+        item=item.id,
+        label=item.label,
+        status=done.status,
+        name=done.name,
+        message=done.message,
+        path=ctx.layout.relative(done.path),
+        fetched_bytes=ctx.fetched - before,
+    )
+
+
+def spec_for(item: WorkItem, plan: InstallPlan) -> Spec:
+    """The identity, label and base name of an install item (no I/O)."""
+    if item.starter is not None:
+        s = item.starter
+        return Spec(
+            key=hub_key(s.repo_id, None, None, s.file),
+            label=item.label,
+            base_name=s.key,
+            starter=s,
+            description=s.description,
+        )
+    src = item.source
+    kind = type(src).__name__
+    if kind == "HubSource":
+        name = src.repo_id.split("/")[-1]
+        if src.path_in_repo:
+            name = Path(src.path_in_repo).stem
+        elif src.subfolder:
+            name = f"{name}-{src.subfolder.strip('/').split('/')[-1]}"
+        base = name
+    elif kind == "UrlSource":
+        from urllib.parse import unquote, urlsplit
+
+        base = Path(unquote(urlsplit(src.url).path)).stem or "model"
+    else:
+        p = Path(str(src.path))
+        base = p.name if p.is_dir() else p.stem
+    return Spec(key=source_key(src), label=item.label, base_name=base, source=src)
+
+
+def _install_starter_vae(starter: Any, ctx: ItemContext) -> Any:
+    """Install a catalogue VAE (hub repo) and return the stanza value that references it."""
+    ref = starter.vae
+    if ref.path:
+        return {"path": ref.path}
+    from invokeai_model_install.net import sources
+
+    src = sources.HubSource(repo_id=ref.repo_id, subfolder=ref.subfolder)
+    spec = Spec(
+        key=source_key(src),
+        label=f"VAE {ref.repo_id}",
+        base_name=ref.repo_id.split("/")[-1],
+        source=src,
+        description=f"VAE {ref.repo_id} (for {starter.key})",
+        want_kind="vae",
+    )
+    ctx.stage("vae", ref.repo_id)
+    done = _install(spec, ctx, convert=False, vae=None)
+    return {"path": ctx.layout.relative(done.path)}
+
+
+def _install(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> Installed:
+    # Two installers on one root may pick the same model: the second waits, then finds it installed.
+    with source_lock(ctx, spec):
+        return _install_locked(spec, ctx, convert=convert, vae=vae)
+
+
+def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> Installed:
+    layout = ctx.layout
+    conv_key = spec.key + "#diffusers"
+    # 0. already there?  (before any network access: a re-run works offline)
+    keys = [conv_key, spec.key] if convert else [spec.key]
+    broken: dict[str, mf.Manifest] = {}  # earlier installs whose files are damaged: repaired in place, same name
+    for key in keys:
+        for m in mf.find_by_key(layout, key):
+            found = _resume_from_manifest(m, spec, ctx, vae)
+            if found is None:
+                broken.setdefault(key, m)
+                continue
+            if key == spec.key and convert and m.kind == "main" and m.format != "diffusers":
+                # installed earlier as a single file: convert that file, no download
+                return _convert_and_register(layout.absolute(m.path), spec, ctx, conv_key, vae, source_sha={m.path: m.files[0].sha256} if m.files else {})
+            return found
+
+    local = local_path(spec.source)
+    if local is not None:
+        return _install_local(local, spec, ctx, convert=convert, conv_key=conv_key, vae=vae, broken=broken)
+
+    # 1. resolve + download into staging
+    ctx.stage("resolve", spec.label)
+    resolved = resolve_remote(spec, ctx.settings, ctx.plan.precision)
+    staged = staging_dir(layout, spec.key)
+    sha_by_rel = _download(resolved, staged, ctx)
+    ctx.stage("verify")
+    total = sum(int(getattr(f, "size", 0) or 0) for f in resolved.files)
+    ctx.emit(ItemVerified(files=len(resolved.files), bytes=total))
+
+    # 2. probe + safety
+    ctx.stage("probe")
+    rels = [f.relpath for f in resolved.files]
+    single = single_model_file(rels)
+    subject = staged / single if single else staged
+    check_safety(subject, ctx, spec.label, delete_on_danger=True)  # before anything reads it
+    pr = probe_path(subject, spec.label)
+    if getattr(resolved, "kind_hint", None) == "main-diffusers" and not single:
+        kind = "main"
+    else:
+        kind = pr.kind
+    if kind == "unknown" or (spec.want_kind and kind != spec.want_kind):
+        shutil.rmtree(staged, ignore_errors=True)  # fetching it again would not change what it is
+        if kind == "unknown":
+            raise ProbeError(f"{spec.label} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
+                             "check that the source is a Stable Diffusion model, LoRA, VAE, embedding or ControlNet")
+        raise ProbeError(f"{spec.label} is a {kind} model, expected a {spec.want_kind}", "check the catalogue entry")
+
+    revision = getattr(resolved, "commit", None)
+    source_text = spec.source.label if spec.source is not None and hasattr(spec.source, "label") else spec.label
+    if spec.starter is not None:
+        source_text = f"{spec.starter.key} ({spec.starter.repo_id})"
+
+    if convert and kind == "main" and single:
+        done = _convert_and_register(subject, spec, ctx, conv_key, vae, source_sha={}, probe_result=pr, reuse=broken.get(conv_key),
+                                     revision=revision, source_text=source_text)
+        shutil.rmtree(staged, ignore_errors=True)  # the converted copy is the model; the download is not kept
+        return done
+
+    # 3. place
+    ctx.stage("place")
+    if single:
+        folder = layout.kind_dir(kind)
+        name, dest = choose_file_dest(ctx, spec.base_name, folder, Path(single).name, reuse=broken.get(spec.key))
+        src_path = subject
+    else:
+        folder = layout.kind_dir("main-diffusers" if kind == "main" else kind)
+        name, dest = choose_dir_dest(ctx, spec.base_name, folder, reuse=broken.get(spec.key))
+        src_path = staged
+    stanza = stanza_for(kind, pr, dest, spec, ctx, vae, single=bool(single), source_path=subject)
+    if not single:
+        renamed = strip_variants(staged, rels)
+        rels = [renamed.get(r, r) for r in rels]
+        sha_by_rel = {renamed.get(r, r): d for r, d in sha_by_rel.items()}
+    files = tuple(
+        mf.FileRecord(layout.relative(dest / rel) if not single else layout.relative(dest), file_size(src_path, rel, single),
+                      sha_by_rel.get(rel, ""), 0)
+        for rel in (rels if not single else [single])
+    )
+    m = mf.Manifest(name=name, key=spec.key, source=source_text, kind=kind, format=pr.format if single else "diffusers",
+                    path=layout.relative(dest), files=files, revision=revision, state="placed", stanza=stanza)
+    mf.write_manifest(layout, m)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():  # a broken earlier copy of this same model (its manifest said so): replace it
+        remove_path(layout, dest)
+    os.replace(src_path, dest)
+    if single:
+        shutil.rmtree(staged, ignore_errors=True)
+    m = refresh_mtimes(layout, m)
+    mf.write_manifest(layout, m)
+    return register(m, ctx)
+
+
+def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, conv_key: str, vae: Any,
+                   broken: dict[str, mf.Manifest]) -> Installed:
+    """A file or folder on disk: it stays where it is (unless converted)."""
+    layout = ctx.layout
+    ctx.stage("probe", str(path))
+    check_safety(path, ctx, spec.label, delete_on_danger=False)
+    pr = probe_path(path, spec.label)
+    if pr.kind == "unknown":
+        raise ProbeError(f"{path} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
+                         "check the file; only Stable Diffusion models, LoRA, VAE, embeddings and ControlNet are handled")
+    if convert and pr.kind == "main" and pr.format != "diffusers":
+        ctx.stage("verify", "hashing the source")
+        digest = mf.sha256_file(path, ctx.cancel)
+        return _convert_and_register(path, spec, ctx, conv_key, vae, source_sha={layout.relative(path): digest}, reuse=broken.get(conv_key),
+                                     probe_result=pr, source_text=str(path))
+    ctx.stage("verify", "hashing")
+    files = mf.record_files(layout, [path], cancel=ctx.cancel)
+    ctx.emit(ItemVerified(files=len(files), bytes=sum(f.size for f in files)))
+    old = broken.get(spec.key)
+    name = old.name if old is not None else free_name(ctx, spec.base_name)
+    stanza = stanza_for(pr.kind, pr, path, spec, ctx, vae, single=not path.is_dir(), source_path=path)
+    m = mf.Manifest(name=name, key=spec.key, source=str(path), kind=pr.kind, format=pr.format,
+                    path=layout.relative(path), files=files, state="placed", stanza=stanza)
+    mf.write_manifest(layout, m)
+    return register(m, ctx)
+
+
+def _convert_and_register(src: Path, spec: Spec, ctx: ItemContext, conv_key: str, vae: Any, *, source_sha: dict[str, str],
+                          reuse: mf.Manifest | None = None,
+                          probe_result: Any = None, revision: str | None = None, source_text: str | None = None) -> Installed:
+    """Convert a single-file main model into ``models/diffusers/<name>`` and register that."""
+    from invokeai_model_install.convert import checkpoint as conv
+
+    layout = ctx.layout
+    pr = probe_result or probe_path(src, spec.label)
+    prediction = prediction_type(pr, ctx, spec.label)
+    name, dest = choose_dir_dest(ctx, spec.base_name, layout.kind_dir("main-diffusers"), reuse=reuse)
+    tmp = layout.partial_dir / f"convert-{key_hash(conv_key)}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ctx.stage("convert", f"{src.name} -> {layout.relative(dest)}")
+    started = time.monotonic()
+    def forward(event: Event) -> None:
+        # the converter reports its temporary folder; ItemConverted with the final path comes from here
+        if not isinstance(event, ItemConverted):
+            ctx.emit(event)
+
+    kwargs = dict(probe=pr, precision=ctx.plan.precision, device=ctx.plan.device, prediction_type=prediction, on_event=forward,
+                  cancel=ctx.cancel)  # checked between tensors: a cancel stops a conversion promptly
+    try:
+        try:
+            conv.convert_checkpoint(src, tmp, **kwargs)
+        except QuestionUnanswered:
+            if prediction is not None:
+                raise
+            kwargs["prediction_type"] = ask_prediction(ctx, spec.label)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            conv.convert_checkpoint(src, tmp, **kwargs)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    ctx.check_cancel()
+    ctx.emit(ItemConverted(path=layout.relative(dest), seconds=time.monotonic() - started))
+    files = mf.record_files(layout, [tmp], cancel=ctx.cancel)
+    # record paths as they will be after the move
+    prefix_tmp, prefix_dest = layout.relative(tmp), layout.relative(dest)
+    files = tuple(dataclasses.replace(f, path=prefix_dest + f.path[len(prefix_tmp):]) for f in files)
+    new_pr = probe_path(tmp, spec.label)
+    stanza = stanza_for("main", new_pr, dest, spec, ctx, vae, single=False, source_path=src)
+    m = mf.Manifest(name=name, key=conv_key, source=source_text or spec.label, kind="main", format="diffusers",
+                    path=prefix_dest, files=files, revision=revision, state="placed",
+                    source_sha256=tuple(sorted(source_sha.items())), stanza=stanza)
+    mf.write_manifest(layout, m)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        remove_path(layout, dest)
+    os.replace(tmp, dest)
+    m = refresh_mtimes(layout, m)
+    mf.write_manifest(layout, m)
+    return register(m, ctx)
+
+
+def _resume_from_manifest(m: mf.Manifest, spec: Spec, ctx: ItemContext, vae: Any) -> Installed | None:
+    """An earlier run's work: "already installed", or finish its registration; None when its files are broken."""
+    layout = ctx.layout
+    problems = mf.verify_manifest(layout, m, cancel=ctx.cancel)
+    if problems:
+        ctx.note(f"{m.name}: {len(problems)} file(s) missing or changed since the last run ({problems[0].path}); installing again")
+        return None
+    stanza = ctx.registry.load().get(m.name)
+    if m.state == "installed" and stanza is not None and same_place(layout, stanza, m):
+        if vae is not None and stanza.get("vae") != vae_for_stanza(stanza, vae):
+            with ctx.registry.transaction() as doc:
+                s = doc.get(m.name)
+                if s is not None:
+                    s["vae"] = vae_for_stanza(s, vae)
+        return Installed(m.name, layout.absolute(m.path), m.kind, "skipped", "already installed")
+    # files in place, stanza missing (killed before registering, or removed without purge): register again
+    if vae is not None and m.stanza:
+        m = dataclasses.replace(m, stanza={**m.stanza, "vae": vae_for_stanza(m.stanza, vae)})
+    return register(m, ctx)
+
+
+def default_settings(settings: Any) -> Any:
+    """``settings``, or ``DownloadSettings.from_env()`` (read when first needed: local-only plans never import it)."""
+    if settings is not None:
+        return settings
+    from invokeai_model_install.net.settings import DownloadSettings
+
+    return DownloadSettings.from_env()
+
+
+def resolve_remote(spec: Spec, settings: Any, precision: str) -> Any:
+    """``Resolved`` for a hub/URL source, or a starter (trying its fallback repos)."""
+    from invokeai_model_install.net import sources, urls
+
+    settings = default_settings(settings)
+    if type(spec.source).__name__ == "UrlSource":
+        return urls.resolve_url(spec.source, settings)
+    from invokeai_model_install.net import hub
+
+    if spec.starter is not None:
+        s = spec.starter
+        first: InstallerError | None = None
+        for repo in s.repo_ids:
+            try:
+                return hub.resolve_hub(sources.HubSource(repo_id=repo, path_in_repo=s.file), settings, precision)
+            except NotFoundError as err:
+                first = first or err
+        assert first is not None
+        if len(s.repo_ids) > 1:
+            raise NotFoundError(f"{first.message} (also tried {', '.join(s.repo_ids[1:])})", first.hint)
+        raise first
+    return hub.resolve_hub(spec.source, settings, precision)
+
+
+def _download(resolved: Any, staged: Path, ctx: ItemContext) -> dict[str, str]:
+    """Fetch into ``staged`` (files already there and verified are kept); returns sha256 by relpath."""
+    from invokeai_model_install.net import engine
+
+    ctx.settings = default_settings(ctx.settings)
+    staged.mkdir(parents=True, exist_ok=True)
+    ctx.stage("download", f"{len(resolved.files)} file(s)")
+    result = engine.download(resolved, staged, partial_dir=ctx.layout.partial_dir, settings=ctx.settings,
+                               on_event=ctx.emit, cancel=ctx.cancel)
+    ctx.fetched += int(result.fetched_bytes or 0)
+    sha = {str(rel): digest for rel, digest in result.sha256.items()}
+    for f in resolved.files:
+        if f.relpath not in sha:  # the engine names every file it verified; hash anything it did not
+            sha[f.relpath] = mf.sha256_file(staged / f.relpath, ctx.cancel)
+    return sha
+
+
+def probe_path(path: Path, label: str) -> Any:
+    from invokeai_model_install.identify import probe
+
+    return probe.probe(path)
+
+
+def check_safety(path: Path, ctx: ItemContext, label: str, *, delete_on_danger: bool) -> None:
+    """Refuse dangerous pickles (never loaded); note suspicious ones."""
+    from invokeai_model_install.identify import safety
+
+    # Judge files by content, not by name: a pickle renamed .json or .safetensors is still a pickle.
+    files = list(safety.candidate_files(path)) if path.is_dir() else [path]
+    for f in files:
+        verdict = safety.scan(f)
+        if verdict.verdict == "dangerous":
+            if delete_on_danger:
+                unlink_quiet(f)
+            raise UnsafeFileError(f"{label}: {f.name} is a dangerous pickle ({verdict.message}); it was not installed")
+        if verdict.verdict == "suspicious":
+            ctx.note(f"{f.name}: {verdict.message}")
+        if verdict.verdict == "unreadable":
+            raise ProbeError(f"{label}: {f.name} cannot be read as a checkpoint ({verdict.message})", "check the file")

@@ -1,0 +1,52 @@
+"""Questions the pipeline asks the front end (today: an SD-2 model's prediction type)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from invokeai_model_install.errors import InstallerError, QuestionUnanswered
+from invokeai_model_install.events import QuestionAsked
+from invokeai_model_install.install.item import ItemContext
+
+
+def prediction_type(pr: Any, ctx: ItemContext, label: str) -> str | None:
+    """The prediction type to use for an SD-2 main model; asks when undecided."""
+    if pr.base != "sd-2" or pr.kind != "main":
+        return None
+    if pr.prediction_type in ("epsilon", "v"):
+        return pr.prediction_type  # the file (or its companion .yaml) says; --prediction-type answers only the undecided
+    if ctx.plan.prediction_type:
+        return ctx.plan.prediction_type
+    return ask_prediction(ctx, label)
+
+
+class SkippedByUser(InstallerError):
+    """The user answered "skip" to a question about this item."""
+
+
+def ask_prediction(ctx: ItemContext, label: str) -> str:
+    """Ask the front end for an SD-2 prediction type; no answer -> QuestionUnanswered naming the flag."""
+    if ctx.plan.prediction_type:
+        return ctx.plan.prediction_type
+    ctx.qcount[0] += 1
+    q = QuestionAsked(
+        qid=f"q{ctx.qcount[0]}-{os.getpid()}",
+        kind="prediction_type",
+        prompt=f"{label} is a Stable Diffusion 2 model; was it trained for epsilon or v-prediction? "
+        "(768-pixel SD-2 models are usually v; 512-pixel base models epsilon)",
+        choices=("epsilon", "v", "skip"),
+        labels=("epsilon (SD-2 512 base)", "v-prediction (SD-2 768)", "skip this model"),
+    )
+    answer = None
+    if ctx.ask is not None:
+        ctx.emit(q)
+        answer = ctx.ask(q)
+    if answer in ("epsilon", "v"):
+        return answer
+    if answer == "skip":
+        raise SkippedByUser(f"{label}: skipped (prediction type not given)", "")
+    raise QuestionUnanswered(
+        f"{label}: an SD-2 model whose prediction type cannot be read from the file; it was skipped",
+        "answer it with --prediction-type epsilon|v (v for 768-pixel SD-2 models, epsilon for 512-pixel base ones)",
+    )

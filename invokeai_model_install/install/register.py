@@ -1,0 +1,58 @@
+"""Registration: the manifest's stanza into models.yaml (unique name, never overwriting), and what is there already."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from invokeai_model_install.events import ItemRegistered
+from invokeai_model_install.install.item import Installed, ItemContext
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.root.layout import RootLayout
+
+
+def same_place(layout: RootLayout, stanza: dict, m: mf.Manifest) -> bool:
+    stored = stanza.get("path") or stanza.get("weights")
+    return isinstance(stored, str) and layout.absolute(stored).absolute() == layout.absolute(m.path).absolute()
+
+
+def register(m: mf.Manifest, ctx: ItemContext) -> Installed:
+    """Add the manifest's stanza to models.yaml (unique name, never overwriting) and mark it installed."""
+    layout = ctx.layout
+    ctx.stage("register")
+    stanza = dict(m.stanza)
+    default_wanted = bool(stanza.pop("default", False))
+    with ctx.registry.transaction() as doc:
+        name = m.name
+        existing = doc.get(name)
+        if existing is not None and same_place(layout, existing, m):
+            pass  # registered by the run that was killed before its manifest said so
+        else:
+            if existing is not None:
+                name = doc.unique_name(m.name)
+            if default_wanted and not any(s.get("default") is True for s in doc.stanzas.values()):
+                stanza["default"] = True
+            elif "default" not in stanza and m.kind == "main":
+                stanza["default"] = False
+            doc.add(name, stanza)
+    if name != m.name:
+        m = mf.rename_manifest(layout, m, name)
+    m = dataclasses.replace(m, state="installed")
+    mf.write_manifest(layout, m)
+    ctx.emit(ItemRegistered(name=name, path=m.path))
+    return Installed(name, layout.absolute(m.path), m.kind, "installed")
+
+
+def registered_elsewhere(starter: Any, ctx: ItemContext) -> Installed | None:
+    """A starter already in models.yaml without a manifest (installed by an older installer):
+    under its own name, or as a stanza that points at its repo.  Not downloaded again."""
+    for name, stanza in ctx.registry.load().items():
+        if mf.read_manifest(ctx.layout, name) is not None:
+            continue
+        if name == starter.key or stanza.get("repo_id") in starter.repo_ids:
+            stored = stanza.get("path") or stanza.get("weights") or ""
+            if stored and not ctx.layout.absolute(stored).exists():
+                continue  # a stanza whose files are gone is not an installation
+            where = ctx.layout.absolute(stored) if stored else ctx.layout.root
+            return Installed(name, where, "main", "skipped", f"already in models.yaml as {name}")
+    return None

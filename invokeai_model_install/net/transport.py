@@ -1,0 +1,191 @@
+"""HTTP plumbing shared by the engine and the URL resolver: keep-alive connections, redirects, retries.
+
+Redirects are followed here, not by ``http.client``, so tokens stay on their host
+(:func:`tokens.headers_after_redirect`); non-2xx answers become our errors through :mod:`http_errors`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+
+from invokeai_model_install.errors import DownloadError, OfflineError
+from invokeai_model_install.net import http_errors, tokens
+from invokeai_model_install.net.settings import DownloadSettings
+from invokeai_model_install.net.sources import redact_url
+
+USER_AGENT = "invokeai-model-install"
+
+
+class Conns:
+    """Keep-alive connections per thread, keyed by origin; registry of live sockets for cancel."""
+
+    def __init__(self, settings: DownloadSettings) -> None:
+        self.settings = settings
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.live: set[http.client.HTTPConnection] = set()
+        self.closed = False
+
+    def get(self, url: str) -> http.client.HTTPConnection:
+        scheme, host, port = tokens.origin(url)
+        pool = self.local.__dict__.setdefault("pool", {})
+        key = (scheme, host, port)
+        conn = pool.get(key)
+        if conn is None:
+            if scheme == "https":
+                conn = http.client.HTTPSConnection(host, port, timeout=self.settings.connect_timeout, context=ssl.create_default_context())
+            elif scheme == "http":
+                conn = http.client.HTTPConnection(host, port, timeout=self.settings.connect_timeout)
+            else:
+                raise DownloadError(f"{redact_url(url)}: only http and https URLs can be downloaded")
+            pool[key] = conn
+            with self.lock:
+                self.live.add(conn)
+        return conn
+
+    def connect(self, conn: http.client.HTTPConnection) -> None:
+        if conn.sock is None:
+            conn.connect()
+            conn.sock.settimeout(self.settings.read_timeout)
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+
+    def drop(self, url: str) -> None:
+        scheme, host, port = tokens.origin(url)
+        pool = self.local.__dict__.setdefault("pool", {})
+        conn = pool.pop((scheme, host, port), None)
+        if conn is not None:
+            conn.close()
+            with self.lock:
+                self.live.discard(conn)
+
+    def close_thread(self) -> None:
+        for conn in self.local.__dict__.get("pool", {}).values():
+            conn.close()
+            with self.lock:
+                self.live.discard(conn)
+        self.local.__dict__["pool"] = {}
+
+    def abort_all(self) -> None:
+        """Shut every live socket down (cancel): blocked reads return at once."""
+        with self.lock:
+            conns = list(self.live)
+        for conn in conns:
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class Retry(Exception):
+    """A transient failure: try again after ``delay`` (None: computed backoff)."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+
+def open_request(
+    conns: Conns,
+    url: str,
+    settings: DownloadSettings,
+    headers: dict[str, str],
+    *,
+    method: str = "GET",
+    what: str = "",
+) -> tuple[http.client.HTTPResponse, str]:
+    """Send a request, following redirects ourselves (tokens stay on their host); -> (response, final url).
+
+    Raises :class:`Retry` for transient failures and our errors for final ones.
+    """
+    current = url
+    hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **tokens.auth_headers(url, settings), **headers}
+    for _hop in range(10):
+        conn = conns.get(current)
+        parts = urllib.parse.urlsplit(current)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        try:
+            conns.connect(conn)
+            conn.request(method, target, headers=hdrs)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conns.drop(current)
+            raise Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        if resp.status in (301, 302, 303, 307, 308):
+            location = resp.getheader("Location")
+            discard_body(conns, current, resp)
+            if not location:
+                raise DownloadError(f"{what or redact_url(url)}: redirect without a Location from {redact_url(current)}")
+            new = urllib.parse.urljoin(current, location)
+            hdrs = tokens.headers_after_redirect(current, new, hdrs, settings)
+            current = new
+            continue
+        return resp, current
+    raise DownloadError(f"{what or redact_url(url)}: too many redirects")
+
+
+def discard_body(conns: Conns, url: str, resp: http.client.HTTPResponse, limit: int = 64 << 10) -> None:
+    """Finish a small response so the connection can be reused; close it when the body is large."""
+    length = resp.getheader("Content-Length")
+    try:
+        if resp.chunked or (length is not None and int(length) <= limit):
+            resp.read(limit)
+            if not resp.isclosed():
+                conns.drop(url)
+        else:
+            conns.drop(url)
+    except (OSError, http.client.HTTPException, ValueError):
+        conns.drop(url)
+
+
+def fail_status(conns: Conns, resp: http.client.HTTPResponse, url: str, settings: DownloadSettings, what: str, attempt_delay: float) -> None:
+    """Raise the right thing for a non-2xx answer."""
+    headers = dict(resp.getheaders())
+    discard_body(conns, url, resp)
+    if http_errors.is_retryable(resp.status):
+        # Retry-After is respected, up to 5 minutes (a cancel interrupts the wait anyway)
+        delay = min(300.0, http_errors.retry_after(headers, attempt_delay)) if resp.status in (429, 503) else None
+        raise Retry(f"HTTP {resp.status}", delay)
+    raise http_errors.error_for_status(resp.status, url, headers=headers, what=what, hub_endpoint=settings.hf_endpoint)
+
+
+def fetch_small(url: str, settings: DownloadSettings, *, limit: int = 4 << 20, what: str = "") -> bytes:
+    """GET a small document (e.g. ``model_index.json``) with retries; tokens follow the same rules."""
+    if settings.offline:
+        raise OfflineError(f"{what or redact_url(url)}: offline mode is on (HF_HUB_OFFLINE)")
+    conns = Conns(settings)
+    try:
+        for attempt in range(settings.retries + 1):
+            try:
+                resp, final = open_request(conns, url, settings, {}, what=what)
+                if resp.status != 200:
+                    fail_status(conns, resp, final, settings, what, backoff(settings, attempt))
+                body = resp.read(limit + 1)
+                if len(body) > limit:
+                    raise DownloadError(f"{what or redact_url(url)}: larger than {limit} bytes")
+                return body
+            except Retry as r:
+                if attempt >= settings.retries:
+                    raise DownloadError(f"{what or redact_url(url)}: {r.reason} after {attempt + 1} tries") from None
+                time.sleep(r.delay if r.delay is not None else backoff(settings, attempt))
+            except (OSError, http.client.HTTPException) as exc:
+                if attempt >= settings.retries:
+                    raise http_errors.from_network_error(exc, url, what) from None
+                time.sleep(backoff(settings, attempt))
+        raise DownloadError(f"{what or redact_url(url)}: failed")  # pragma: no cover
+    finally:
+        conns.close_thread()
+
+
+def backoff(settings: DownloadSettings, attempt: int) -> float:
+    return min(settings.backoff_max, settings.backoff * (2 ** attempt))
