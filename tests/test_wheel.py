@@ -112,3 +112,28 @@ def test_installed_configure_creates_a_root(installed: dict, tmp_path: Path) -> 
     done = _run(installed, str(installed["bin"] / "invokeai-model-install"), "--root", str(root), "list", "--json")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_installed_web_manager_serves_its_packaged_page(installed: dict, tmp_path: Path) -> None:
+    """The page's files travel in the wheel as package data (invokeai_model_install/app/web/static)."""
+    import urllib.request
+
+    names = set(zipfile.ZipFile(installed["wheel"]).namelist())
+    for name in ("index.html", "app.js", "app.css"):
+        assert f"invokeai_model_install/app/web/static/{name}" in names
+    root = tmp_path / "root-for-web"
+    done = _run(installed, str(installed["bin"] / "invokeai-configure"), "--root", str(root), "--skip-sd-weights", "--skip-support-models")
+    assert done.returncode == 0, done.stderr
+    proc = subprocess.Popen([str(installed["bin"] / "invokeai-model-install"), "--root", str(root), "web", "--port", "0", "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=installed["cwd"], env=installed["env"])
+    try:
+        url = proc.stdout.readline().strip().split(": ", 1)[1]
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert b"InvokeAI model manager" in resp.read()
+        cookie = resp.headers["Set-Cookie"].split(";")[0]
+        req = urllib.request.Request(url.split("?")[0] + "static/app.js", headers={"Cookie": cookie})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert b"EventSource" in resp.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

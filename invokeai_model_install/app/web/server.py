@@ -139,7 +139,7 @@ class Job:
         elif kind == "ItemNote":
             it["notes"].append(ev["message"])
         elif kind == "QuestionAsked":
-            it["stage"] = "question"
+            it["stage"], it["detail"] = "question", "waiting for your answer"
         return it
 
     def snapshot(self) -> dict[str, Any]:

@@ -370,6 +370,7 @@ function renderJob() {
   $("busy-badge").classList.toggle("hidden", !running);
   $("cancel-button").classList.toggle("hidden", !running);
   document.body.dataset.busy = running ? "1" : "0";
+  document.body.dataset.job = job ? String(job.id) : "";
   const list = $("job-items");
   if (!job) {
     $("job-title").textContent = "Nothing running";
@@ -383,6 +384,7 @@ function renderJob() {
   for (const it of state.items.values()) counts[it.status] = (counts[it.status] || 0) + 1;
   $("job-summary").textContent = Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ");
   const existing = new Map([...list.children].map((li) => [li.dataset.item, li]));
+  for (const [id, li] of existing) if (!state.items.has(id)) { li.remove(); existing.delete(id); }
   for (const it of state.items.values()) {
     const node = renderItem(it);
     const old = existing.get(it.id);
