@@ -106,7 +106,7 @@ def main() -> int:
                     help="also time ours on the same weights saved as a torch zip .ckpt (pickle path)")
     args = ap.parse_args()
 
-    from invokeai_model_install.convert.checkpoint import materialize_skeleton
+    from invokeai_model_install.convert.skeletons import materialize_skeleton
 
     work = Path(tempfile.mkdtemp(prefix="bench-convert-", dir=args.workdir))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT),

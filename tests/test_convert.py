@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from invokeai_model_install.convert import checkpoint as convert
+from invokeai_model_install.convert import options, shape_checks, skeletons, tensors, writer
 
 from invokeai_model_install import events
 from invokeai_model_install.errors import ConversionError, QuestionUnanswered, UnsafeFileError, UsageError
@@ -371,7 +372,7 @@ def test_truncated_ckpt_leaves_nothing(tiny_checkpoints, tmp_path):
 
 def test_failure_while_writing_removes_the_temporary_folder(tiny_checkpoints, tmp_path, monkeypatch):
     calls = []
-    real = convert._write_component
+    real = writer.write_component
 
     def fail_on_second(out, folder, precision, device, cancel=None):
         calls.append(out.folder)
@@ -379,7 +380,7 @@ def test_failure_while_writing_removes_the_temporary_folder(tiny_checkpoints, tm
             raise OSError(28, "No space left on device")
         return real(out, folder, precision, device, cancel)
 
-    monkeypatch.setattr(convert, "_write_component", fail_on_second)
+    monkeypatch.setattr(writer, "write_component", fail_on_second)
     with pytest.raises(ConversionError) as info:
         convert.convert_checkpoint(tiny_checkpoints["sd-1", "safetensors"], tmp_path / "out")
     assert "No space left" in info.value.one_line()
@@ -483,18 +484,18 @@ def test_packaged_tokenizer_is_the_real_clip_vocabulary(tmp_path):
     from transformers import CLIPTokenizer
 
     for skeleton, pad in (("sd-1", "<|endoftext|>"), ("sd-2", "!")):
-        folder = convert.materialize_skeleton(skeleton, tmp_path / skeleton)
+        folder = skeletons.materialize_skeleton(skeleton, tmp_path / skeleton)
         tok = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
         assert len(tok) == 49408 and tok.model_max_length == 77 and tok.pad_token == pad
         assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
-    vocab = convert.CONVERT_DATA / "clip_tokenizer" / "vocab.json"
-    assert len(list(convert.CONVERT_DATA.rglob("vocab.json"))) == 1  # one shared copy
+    vocab = skeletons.CONVERT_DATA / "clip_tokenizer" / "vocab.json"
+    assert len(list(skeletons.CONVERT_DATA.rglob("vocab.json"))) == 1  # one shared copy
     assert len(json.loads(vocab.read_text())) == 49408
 
 
 def test_every_skeleton_is_complete():
-    for name in convert.SKELETONS:
-        folder = convert.skeleton_dir(name)
+    for name in skeletons.SKELETONS:
+        folder = skeletons.skeleton_dir(name)
         index = json.loads((folder / "model_index.json").read_text())
         for comp, spec in index.items():
             if comp.startswith("_") or not isinstance(spec, list) or spec[0] is None:
@@ -511,7 +512,7 @@ def test_diffusers_accepts_our_skeleton_for_from_single_file(tiny_checkpoints, t
     """The packaged skeleton is a valid offline config for diffusers' own converter too."""
     import diffusers
 
-    folder = convert.materialize_skeleton("sd-1", tmp_path / "skeleton")
+    folder = skeletons.materialize_skeleton("sd-1", tmp_path / "skeleton")
     # the skeleton describes the full-size model: diffusers must at least read it offline
     config = diffusers.StableDiffusionPipeline.load_config(str(folder), local_files_only=True)
     assert config["_class_name"] == "StableDiffusionPipeline"
@@ -523,7 +524,7 @@ def test_ckpt_tensors_are_located_in_the_file_for_kernel_copies(tiny_checkpoints
     """.ckpt zip members are uncompressed: where the file_range says, the tensor's bytes are."""
     import os
 
-    src = convert._TorchSource(tiny_checkpoints["sd-1", "ckpt"])
+    src = tensors.TorchSource(tiny_checkpoints["sd-1", "ckpt"])
     try:
         located = 0
         for name in list(src.shapes)[:50]:
@@ -571,7 +572,7 @@ def test_full_size_layouts_derive_the_real_configs(skeleton, base, variant, tmp_
 
     from invokeai_model_install.convert.ldm_keys import expected_clip_keys
 
-    docs = convert._read_skeleton(skeleton)
+    docs = skeletons.read_skeleton(skeleton)
     original = json.loads(json.dumps(docs))
     shapes: dict = {}
     with torch.device("meta"):
@@ -605,10 +606,10 @@ def test_full_size_layouts_derive_the_real_configs(skeleton, base, variant, tmp_
     source = types.SimpleNamespace(shapes=shapes, codes={k: "F32" for k in shapes}, position=lambda name: 0)
     probe = types.SimpleNamespace(base=base, variant=variant)
     prediction = "v" if skeleton == "sd-2-v" else "epsilon"
-    outputs, checks = convert._plan(tmp_path / "real.safetensors", source, probe, docs, convert._YamlOptions(),
+    outputs, checks = convert._plan(tmp_path / "real.safetensors", source, probe, docs, options.YamlOptions(),
                                     prediction, events.discard)
     for check in checks.values():  # every planned tensor matches the diffusers model, nothing missing
-        convert._check_shapes(check[0], check[1], convert._meta_shapes(check[2], check[3]), check[4])
+        shape_checks.check_shapes(check[0], check[1], shape_checks.meta_shapes(check[2], check[3]), check[4])
     for rel in ("unet/config.json", "vae/config.json", "text_encoder/config.json", "text_encoder_2/config.json",
                 "scheduler/scheduler_config.json", "model_index.json"):
         assert docs.get(rel) == original.get(rel), rel

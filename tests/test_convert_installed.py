@@ -10,7 +10,8 @@ import yaml
 
 from invokeai_model_install.app import cli
 from invokeai_model_install.install.plan import InstallPlan
-from invokeai_model_install.install.worker import resolve_plan, run_plan
+from invokeai_model_install.install.dry_run import resolve_plan
+from invokeai_model_install.install.run import run_plan
 from invokeai_model_install.root.registry import Registry
 from tests.web_support import LEGACY, LORA, OUTSIDE, build_template_root, copy_root
 

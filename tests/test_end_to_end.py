@@ -27,7 +27,9 @@ from invokeai_model_install.app.configure import create_layout
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.root.registry import Registry
-from invokeai_model_install.install.worker import resolve_plan, run_plan, start_install
+from invokeai_model_install.install.dry_run import resolve_plan
+from invokeai_model_install.install.run import run_plan
+from invokeai_model_install.install.worker import start_install
 
 REPO = Path(__file__).resolve().parent.parent
 

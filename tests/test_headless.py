@@ -207,7 +207,8 @@ def test_terminal_question(monkeypatch, capsys):
 
 
 def test_exit_code_mapping():
-    from invokeai_model_install.install.worker import InstallResult, ItemOutcome
+    from invokeai_model_install.install.item import ItemOutcome
+    from invokeai_model_install.install.run import InstallResult
 
     ok = ItemOutcome("i1", "a", "installed")
     assert headless.exit_code(InstallResult((ok, ItemOutcome("i2", "b", "skipped")))) == 0

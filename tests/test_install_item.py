@@ -22,7 +22,7 @@ from invokeai_model_install.install.stanza import legacy_config
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.root.registry import Registry
-from invokeai_model_install.install.worker import run_plan
+from invokeai_model_install.install.run import run_plan
 
 
 @pytest.fixture

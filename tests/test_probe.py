@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from invokeai_model_install.identify import probe as probe_mod
+from invokeai_model_install.identify import headers as probe_mod
 from invokeai_model_install.errors import ProbeError
-from invokeai_model_install.identify.probe import ProbeResult, companion_yaml, probe, read_header
+from invokeai_model_install.identify.headers import read_header
+from invokeai_model_install.identify.probe import ProbeResult, companion_yaml, probe
 
 U = "model.diffusion_model."
 K_SD12 = U + "input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"

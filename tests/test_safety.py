@@ -131,7 +131,7 @@ def test_payloads_are_refused_and_never_run(tmp_path, monkeypatch, name, contain
         load_state_dict(path, mmap=False)
 
     # probing reads the same pickle's bytes, or unpickles it with inert stand-ins: it runs nothing
-    from invokeai_model_install.identify import probe as probe_mod
+    from invokeai_model_install.identify import headers as probe_mod
 
     for threshold in (0, 10**15):  # the in-place reader, and the whole-pickle reader
         monkeypatch.setattr(probe_mod, "PICKLE_IN_PLACE_ABOVE", threshold)

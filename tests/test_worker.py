@@ -18,7 +18,9 @@ from invokeai_model_install.errors import UnknownModelError
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.root.registry import Registry
-from invokeai_model_install.install.worker import InstallResult, ItemOutcome, build_items, run_plan, start_install
+from invokeai_model_install.install.item import ItemOutcome
+from invokeai_model_install.install.run import InstallResult, build_items, run_plan
+from invokeai_model_install.install.worker import start_install
 
 CATALOG = """
 tiny-sd:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from invokeai_model_install.app.configure import create_layout
 from invokeai_model_install.install.plan import InstallPlan
-from invokeai_model_install.install.worker import run_plan
+from invokeai_model_install.install.run import run_plan
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.root.registry import Registry
 

@@ -381,14 +381,14 @@ def _ask_on_terminal(question: Any, renderer: Any) -> str:
 def dry_run(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None, *, as_json: bool = False,
             settings: Any = None, stdout: Any = None, stderr: Any = None) -> int:
     """Print what ``plan`` would do (metadata only); writes nothing.  Exit 1 when an item cannot be resolved."""
-    from invokeai_model_install.install import worker
+    from invokeai_model_install.install import dry_run
     from invokeai_model_install.units import human_bytes
 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    items = worker.resolve_plan(plan, layout, settings, catalog_path=catalog_path)
+    items = dry_run.resolve_plan(plan, layout, settings, catalog_path=catalog_path)
     total = sum(max(i.bytes_to_fetch, 0) for i in items)
-    free = worker.free_space(layout)
+    free = dry_run.free_space(layout)
     errors = [i for i in items if i.status == "error"]
     if as_json:
         json.dump({"dry_run": True, "items": [dataclasses.asdict(i) for i in items], "total_bytes_to_fetch": total,

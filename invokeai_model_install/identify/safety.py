@@ -46,7 +46,7 @@ from invokeai_model_install.formats.pickle_header import LEGACY_MAGIC, STORAGE_D
 
 __all__ = ["ScanVerdict", "scan", "check", "load_state_dict", "classify_global", "PICKLE_SUFFIXES"]
 
-from invokeai_model_install.identify.probe import PICKLE_SUFFIXES  # one list of pickle suffixes, kept by the probe
+from invokeai_model_install.identify.headers import PICKLE_SUFFIXES  # one list of pickle suffixes, kept by the header reader
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
 _RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}
@@ -334,7 +334,7 @@ def _scan_file(path: Path) -> ScanVerdict:
     is_st_name = path.suffix.lower() in SAFETENSORS_SUFFIXES
     if not _looks_pickle(first):
         if is_st_name or (len(first) == 9 and first[8:9] == b"{"):
-            from invokeai_model_install.identify.probe import read_safetensors_header  # header check only: no code in safetensors
+            from invokeai_model_install.identify.headers import read_safetensors_header  # header check only: no code in safetensors
 
             try:
                 read_safetensors_header(path)
@@ -466,7 +466,7 @@ def load_state_dict(path: str | os.PathLike, *, mmap: bool = True) -> dict[str, 
     path = Path(path)
     first = _sniff(path) if path.is_file() else b""
     if not _looks_pickle(first) and (path.suffix.lower() in SAFETENSORS_SUFFIXES or first[8:9] == b"{"):
-        from invokeai_model_install.identify.probe import read_safetensors_header
+        from invokeai_model_install.identify.headers import read_safetensors_header
 
         read_safetensors_header(path)  # clear ProbeError for a broken header
         from safetensors.torch import load_file

@@ -1,0 +1,146 @@
+"""What running a plan would do, item by item, reading metadata only (no writes): ``--dry-run`` and the form's size line."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.errors import InstallerError
+from invokeai_model_install.events import discard
+from invokeai_model_install.install.identity import local_path, source_key, staging_dir
+from invokeai_model_install.install.item import ItemContext, WorkItem
+from invokeai_model_install.install.pipeline import resolve_remote, spec_for
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.install.run import build_items
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """One line of a dry run: what an item is, where it goes and how many bytes it needs.
+
+    ``bytes_to_fetch`` is -1 when unknown; ``status`` is ``""`` (will run),
+    ``already installed``, ``error`` (``message``/``hint`` say why) or ``remove``.
+    """
+
+    item: str
+    label: str
+    action: str
+    what: str = ""
+    destination: str = ""
+    bytes_to_fetch: int = 0
+    total_bytes: int = 0
+    status: str = ""
+    message: str = ""
+    hint: str = ""
+
+
+def resolve_plan(plan: InstallPlan, layout: RootLayout, settings: Any = None, catalog_path: Path | None = None) -> list[PlannedItem]:
+    """What running ``plan`` would do, item by item, reading metadata only (no writes)."""
+    out: list[PlannedItem] = []
+    stanzas = _load_stanzas(layout)
+    for item in build_items(plan, layout, catalog_path):
+        if item.action == "invalid":
+            err = item.error
+            out.append(PlannedItem(item.id, item.label, "invalid", status="error", message=err.message if err else "", hint=err.hint if err else ""))
+            continue
+        if item.action == "convert-installed":
+            stanza = stanzas.get(item.line)
+            where = str(stanza.get("weights") or "") if stanza else ""
+            out.append(PlannedItem(item.id, item.label, "convert", what="convert to diffusers in place of its stanza"
+                                   + (", deleting the original" if plan.delete_original else ""), destination=where,
+                                   status="" if stanza else "not installed"))
+            continue
+        if item.action == "remove":
+            stanza = stanzas.get(item.line)
+            where = str(stanza.get("path") or stanza.get("weights") or "") if stanza else ""
+            out.append(PlannedItem(item.id, item.label, "remove", what="remove from models.yaml" + (" and delete its files" if plan.purge else ""),
+                                   destination=where, status="remove" if stanza else "not installed"))
+            continue
+        try:
+            out.append(_plan_install(item, plan, layout, settings))
+        except InstallerError as err:
+            out.append(PlannedItem(item.id, item.label, "install", status="error", message=err.message, hint=err.hint, bytes_to_fetch=-1))
+    return out
+
+
+def _load_stanzas(layout: RootLayout) -> dict[str, dict]:
+    from invokeai_model_install.root.registry import Registry
+
+    try:
+        return Registry(layout.models_yaml).load()
+    except InstallerError:
+        return {}
+
+
+def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, settings: Any) -> PlannedItem:
+    spec = spec_for(item, plan)
+    for key in ([spec.key + "#diffusers", spec.key] if plan.convert else [spec.key]):
+        for m in mf.find_by_key(layout, key):
+            if not mf.verify_manifest(layout, m):
+                return PlannedItem(item.id, item.label, "install", what=f"{m.kind} ({m.format})", destination=m.path,
+                                   bytes_to_fetch=0, total_bytes=m.total_size, status="already installed")
+    if spec.starter is not None:
+        from invokeai_model_install.install.register import registered_elsewhere
+
+        older = registered_elsewhere(spec.starter, ItemContext(layout=layout, plan=plan, settings=settings, emit=discard))
+        if older is not None:
+            return PlannedItem(item.id, item.label, "install", what=older.message, destination=layout.relative(older.path),
+                               bytes_to_fetch=0, status="already installed")
+    local = local_path(spec.source)
+    if local is not None:
+        size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local.is_dir() else local.stat().st_size
+        if plan.convert and local.is_file():
+            what, dest = "local checkpoint, converted to diffusers", layout.relative(layout.kind_dir("main-diffusers") / spec.base_name)
+        else:
+            what, dest = "local " + ("diffusers folder" if local.is_dir() else "file") + ", registered where it is", str(local)
+        return PlannedItem(item.id, item.label, "install", what=what, destination=dest, bytes_to_fetch=0, total_bytes=size)
+    resolved = resolve_remote(spec, settings, plan.precision)
+    total = sum(int(f.size or 0) for f in resolved.files)
+    staged = staging_dir(layout, spec.key)
+    have = 0
+    for f in resolved.files:
+        p = staged / f.relpath
+        if p.is_file() and p.stat().st_size == f.size:
+            have += f.size
+    fetch = total - have
+    what_parts = []
+    if getattr(resolved, "kind_hint", None) == "main-diffusers":
+        what_parts.append("diffusers pipeline")
+        dest = layout.kind_dir("main-diffusers") / spec.base_name
+    elif len(resolved.files) == 1:
+        what_parts.append("single file " + Path(resolved.files[0].relpath).name)
+        if plan.convert:
+            what_parts.append("converted to diffusers")
+            dest = layout.kind_dir("main-diffusers") / spec.base_name
+        else:
+            dest = layout.models_dir / "<kind>" / Path(resolved.files[0].relpath).name
+    else:
+        what_parts.append(f"{len(resolved.files)} files")
+        dest = layout.models_dir / "<kind>" / spec.base_name
+    if spec.starter is not None:
+        what_parts.insert(0, f"starter {spec.starter.repo_id}")
+        if spec.starter.vae is not None and spec.starter.vae.repo_id:
+            from invokeai_model_install.net import sources
+
+            vae_spec = dataclasses.replace(spec, starter=None, source=sources.HubSource(repo_id=spec.starter.vae.repo_id, subfolder=spec.starter.vae.subfolder))
+            if not any(not mf.verify_manifest(layout, m) for m in mf.find_by_key(layout, source_key(vae_spec.source))):
+                vres = resolve_remote(vae_spec, settings, plan.precision)
+                vsize = sum(int(f.size or 0) for f in vres.files)
+                total += vsize
+                fetch += vsize
+            what_parts.append(f"with VAE {spec.starter.vae.repo_id}")
+    return PlannedItem(item.id, item.label, "install", what=", ".join(what_parts), destination=layout.relative(dest),
+                       bytes_to_fetch=fetch, total_bytes=total)
+
+
+def free_space(layout: RootLayout) -> int:
+    """Free bytes on the disk that holds the root (its nearest existing parent)."""
+    p = layout.models_dir
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    return shutil.disk_usage(p).free

@@ -1,0 +1,263 @@
+"""Run an :class:`InstallPlan` synchronously: the work list, then item by item, reporting events, asking questions.
+
+:func:`run_plan` — ``on_event`` gets every event, ``ask`` answers questions (None: nobody can; the item
+is skipped with an error naming the flag), ``cancel`` is an Event checked between steps.  Items run
+independently: an error in one becomes an ``ItemFailed`` event and the next item starts.
+:mod:`worker` runs the same in a spawned process or a thread; :mod:`dry_run` says what it would do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from invokeai_model_install.errors import Cancelled, InstallerError, SourceError, UnknownModelError, from_os_error
+from invokeai_model_install.events import (
+    Event,
+    EventSink,
+    ItemFailed,
+    ItemNote,
+    ItemSkipped,
+    ItemStarted,
+    PlanFinished,
+    PlanStarted,
+    QuestionAsked,
+    discard,
+)
+from invokeai_model_install.install.identity import source_key
+from invokeai_model_install.install.item import ItemContext, ItemOutcome, WorkItem
+from invokeai_model_install.install.pipeline import run_item
+from invokeai_model_install.install.questions import SkippedByUser
+from invokeai_model_install.install.removal import NotInstalled
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.install.plan import InstallPlan
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """The end of a plan: one outcome per item, bytes fetched, whether it was cancelled.
+
+    ``error`` is set when the worker itself stopped abnormally (e.g. its process was killed).
+    """
+
+    outcomes: tuple[ItemOutcome, ...] = ()
+    fetched_bytes: int = 0
+    cancelled: bool = False
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed and the run was neither cancelled nor cut short."""
+        return not self.cancelled and not self.error and all(o.status != "failed" for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[ItemOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document (see docs/headless.md)."""
+        return {
+            "ok": self.ok,
+            "cancelled": self.cancelled,
+            "error": self.error,
+            "fetched_bytes": self.fetched_bytes,
+            "items": [dataclasses.asdict(o) for o in self.outcomes],
+        }
+
+
+
+# --- building the work list -------------------------------------------------------------------
+
+
+def build_items(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None = None) -> list[WorkItem]:
+    """The plan as a list of work items (removals first, then starters, imports, the scan).
+
+    Lines that cannot be parsed become ``invalid`` items carrying their error, so
+    each is reported on its own and the good ones still run.
+    """
+    items: list[WorkItem] = []
+
+    def next_id() -> str:
+        return f"item{len(items) + 1}"
+
+    for name in plan.remove_starters:
+        items.append(WorkItem(id=next_id(), label=f"remove {name}", action="remove", line=name))
+    for name in plan.convert_models:  # installed checkpoints to diffusers (install.convert_installed)
+        items.append(WorkItem(id=next_id(), label=f"convert {name}", action="convert-installed", line=name))
+    if plan.install_starters:
+        from invokeai_model_install.root.catalog import load_catalog
+
+        catalog = load_catalog(catalog_path)
+        for key in plan.install_starters:
+            starter = catalog.get(key)
+            if starter is None:
+                err = UnknownModelError(f"{key!r} is not a starter model in the catalogue", "see the form or --help for the names")
+                items.append(WorkItem(id=next_id(), label=key, action="invalid", line=key, error=err))
+            else:
+                items.append(WorkItem(id=next_id(), label=key, line=key, starter=starter))
+    seen: set[str] = set()
+    for line in plan.imports:
+        for entry in _parse_line(line):
+            if isinstance(entry, InstallerError):
+                items.append(WorkItem(id=next_id(), label=line, action="invalid", line=line, error=entry))
+                continue
+            key = source_key(entry)
+            if key in seen:
+                continue
+            seen.add(key)
+            items.append(WorkItem(id=next_id(), label=getattr(entry, "label", line) or line, line=line, source=entry))
+    if plan.scan_dir is not None:
+        from invokeai_model_install.install import scan
+
+        try:
+            found = scan.scan_dir(plan.scan_dir, layout)
+        except InstallerError as err:
+            items.append(WorkItem(id=next_id(), label=f"scan {plan.scan_dir}", action="invalid", error=err))
+        else:
+            for src in found:
+                key = source_key(src)
+                if key not in seen:
+                    seen.add(key)
+                    items.append(WorkItem(id=next_id(), label=str(src.path), line=str(src.path), source=src))
+    return items
+
+
+def _parse_line(line: str) -> list[Any]:
+    """Sources of one import line (a folder expands to its model files), or errors."""
+    from invokeai_model_install.net import sources
+
+    srcs, errors = sources.parse_import_text(line)
+    out: list[Any] = []
+    if errors:
+        # one line, one report: "foo bar baz" is a typo'd line, not three failures
+        first = errors[0]
+        out.append(first if len(errors) == 1 else type(first)("; ".join(e.message for e in errors), first.hint))
+    for src in srcs:
+        if type(src).__name__ == "LocalFolderSource":
+            expanded = sources.expand_folder(Path(str(src.path)))
+            if not expanded:
+                out.append(SourceError(f"{src.path}: no model files (.safetensors, .ckpt, diffusers folders) in this folder", "check the folder"))
+            out.extend(expanded)
+        else:
+            out.append(src)
+    return out
+
+
+
+# --- the synchronous core ------------------------------------------------------------------------
+
+
+def _apply_autoscan(plan: InstallPlan, layout: RootLayout, on_event: EventSink) -> None:
+    """``autoscan`` True writes ``--autoconvert "DIR"`` to invokeai.init; False removes it."""
+    if plan.autoscan is None:
+        return
+    from invokeai_model_install.root import initfile
+
+    if plan.autoscan and plan.scan_dir is not None:
+        value = str(Path(os.path.expanduser(str(plan.scan_dir))).absolute())
+        if initfile.set_option(layout.init_file, "--autoconvert", value):
+            on_event(ItemNote(message=f"{layout.init_file}: InvokeAI will scan {value} for new models at startup"))
+    elif plan.autoscan is False:
+        if initfile.set_option(layout.init_file, "--autoconvert", None):
+            on_event(ItemNote(message=f"{layout.init_file}: the startup scan (--autoconvert) is off"))
+
+
+def run_plan(
+    plan: InstallPlan,
+    layout: RootLayout,
+    *,
+    settings: Any = None,
+    catalog_path: Path | None = None,
+    on_event: EventSink = discard,
+    ask: Optional[Callable[[QuestionAsked], Optional[str]]] = None,
+    cancel: Any = None,
+) -> InstallResult:
+    """Run every item of ``plan`` in order; one item's failure never stops the others.
+
+    :param ask: answers questions (``QuestionAsked`` -> one of its ``choices``, or
+        None when nobody can answer: the item then fails with a hint naming the flag).
+    :param cancel: an Event; when set, the current item stops at its next check
+        (partial downloads are kept) and the remaining items are not started.
+    """
+    outcomes: list[ItemOutcome] = []
+    fetched = 0
+    cancelled = False
+    try:
+        try:
+            _apply_autoscan(plan, layout, on_event)
+            items = build_items(plan, layout, catalog_path)
+        except OSError as exc:  # e.g. a read-only invokeai.init
+            raise from_os_error(exc) from None
+    except InstallerError as err:  # e.g. a broken catalogue or invokeai.init: the plan cannot start
+        on_event(PlanStarted(items=("plan",), labels=("plan",), total_bytes=-1))
+        on_event(ItemFailed(item="plan", message=err.message, hint=err.hint, error=type(err).__name__))
+        on_event(PlanFinished(failed=1))
+        return InstallResult((ItemOutcome("plan", "plan", "failed", message=err.message, hint=err.hint, error=type(err).__name__),))
+    total = _known_total(items)
+    on_event(PlanStarted(items=tuple(i.id for i in items), labels=tuple(i.label for i in items), total_bytes=total))
+    for item in items:
+        if cancel is not None and cancel.is_set():
+            cancelled = True
+            outcomes.append(ItemOutcome(item.id, item.label, "failed", message="cancelled before it started", error="Cancelled",
+                                        hint=Cancelled.default_hint))
+            continue
+
+        def emit(event: Event, _id: str = item.id) -> None:
+            on_event(dataclasses.replace(event, item=_id))
+
+        emit(ItemStarted(label=item.label))
+        ctx = ItemContext(layout=layout, plan=plan, settings=settings, emit=emit, ask=ask, cancel=cancel)
+        try:
+            outcome = run_item(item, ctx)
+            if outcome.status == "skipped":
+                emit(ItemSkipped(reason=outcome.message))
+        except (SkippedByUser, NotInstalled) as err:
+            outcome = ItemOutcome(item.id, item.label, "skipped", name=item.line, message=err.message)
+            emit(ItemSkipped(reason=err.message))
+        except Cancelled as err:
+            cancelled = True
+            outcome = ItemOutcome(item.id, item.label, "failed", message=err.message, hint=err.hint, error="Cancelled")
+            emit(ItemFailed(message=err.message, hint=err.hint, error="Cancelled"))
+        except (InstallerError, OSError) as exc:
+            err = exc if isinstance(exc, InstallerError) else from_os_error(exc)  # read-only root, full disk, ...
+            outcome = ItemOutcome(item.id, item.label, "failed", message=err.message, hint=err.hint, error=type(err).__name__)
+            emit(ItemFailed(message=err.message, hint=err.hint, error=type(err).__name__))
+        except Exception as exc:  # a bug in a lower layer must not take the other items down
+            import logging
+
+            logging.getLogger(__name__).error("item %s failed unexpectedly:\n%s", item.label, traceback.format_exc())
+            message = f"unexpected {type(exc).__name__}: {exc}"
+            hint = "this is a bug in the installer; please report it with this message"
+            outcome = ItemOutcome(item.id, item.label, "failed", message=message, hint=hint, error=type(exc).__name__)
+            emit(ItemFailed(message=message, hint=hint, error=type(exc).__name__))
+        fetched += ctx.fetched
+        outcomes.append(dataclasses.replace(outcome, fetched_bytes=ctx.fetched))
+    result = InstallResult(tuple(outcomes), fetched, cancelled)
+    on_event(
+        PlanFinished(
+            succeeded=result.count("installed") + result.count("removed"),
+            skipped=result.count("skipped"),
+            failed=result.count("failed"),
+            cancelled=cancelled,
+        )
+    )
+    return result
+
+
+def _known_total(items: list[WorkItem]) -> int:
+    """Bytes to fetch when every item is a starter with a catalogue size, else -1 (unknown)."""
+    total = 0
+    for item in items:
+        if item.action != "install":
+            continue
+        if item.starter is None or not item.starter.size:
+            return -1
+        total += item.starter.size
+    return total
