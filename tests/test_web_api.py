@@ -429,3 +429,23 @@ def test_convert_a_file_that_is_no_model_fails_on_its_item(client, layout):
     item = job["items"][0]
     assert item["status"] == "failed" and item["error"] and "\n" not in item["error"]
     assert layout.models_yaml.read_text() == before
+
+
+def test_an_os_error_is_one_line_not_a_traceback(client, monkeypatch):
+    from invokeai_model_install.app.web import models_api
+
+    def fail(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/root/configs/models.yaml")
+
+    monkeypatch.setattr(models_api, "delete_model", fail)
+    r = client.delete(f"/api/models/{LEGACY}", headers=AUTH)
+    assert r.status_code == 500
+    assert r.json()["error"] == "/root/configs/models.yaml: Permission denied (check the path and its permissions)"
+
+
+def test_a_wildcard_bind_accepts_this_machines_own_name_only(layout):
+    import socket
+
+    state = WebState(layout, token=TOKEN, host="0.0.0.0", port=PORT, worker_mode="thread")
+    assert state.host_ok(f"{socket.gethostname()}:{PORT}") and state.host_ok(f"0.0.0.0:{PORT}")
+    assert not state.host_ok(f"evil.example:{PORT}")

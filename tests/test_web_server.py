@@ -155,3 +155,19 @@ def test_the_web_stack_is_imported_only_by_the_web_command():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'anyio', 'httpx')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_opens_the_browser_on_the_printed_address(web, tmp_path):
+    """Without --no-browser the address goes to the user's browser ($BROWSER here: a script that records it)."""
+    record = tmp_path / "record.py"
+    opened = tmp_path / "opened.txt"
+    record.write_text(f"import sys; open({str(opened)!r}, 'w').write(sys.argv[1])\n")
+    env = {"BROWSER": f"{sys.executable} {record} %s"}
+    p = WebProcess(web.layout.root, env=env, browser=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert opened.read_text() == p.line.split(": ", 1)[1]
+    finally:
+        assert p.stop() == 0

@@ -61,12 +61,12 @@ def copy_root(template: RootLayout, dest: Path) -> RootLayout:
 class WebProcess:
     """The web command in a subprocess; ``line`` is the first stdout line."""
 
-    def __init__(self, root: Path, *extra: str, env: dict | None = None) -> None:
+    def __init__(self, root: Path, *extra: str, env: dict | None = None, browser: bool = False) -> None:
         self.env = {k: v for k, v in os.environ.items() if k != "INVOKEAI_ROOT"}
         self.env.update({"INVOKEAI_INSTALL_WORKER": "thread", "PYTHONUNBUFFERED": "1"})
         self.env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "invokeai_model_install", "--root", str(root), "web", "--port", "0", "--no-browser", *extra],
+            [sys.executable, "-m", "invokeai_model_install", "--root", str(root), "web", "--port", "0", *([] if browser else ["--no-browser"]), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
         )
         self.line = self._first_line(timeout=60)

@@ -85,7 +85,7 @@ def _event_dict(event: Any) -> dict[str, Any]:
 class Job:
     """One plan started from the page (an install or a conversion) and what is known of its items."""
 
-    def __init__(self, job_id: int, kind: str, handle: Any, labels: dict[str, str] | None = None) -> None:
+    def __init__(self, job_id: int, kind: str, handle: Any) -> None:
         self.id = job_id
         self.kind = kind
         self.handle = handle
@@ -166,12 +166,26 @@ class WebState:
         self.seq = 0
         self.stopping = threading.Event()
         self._pump: Optional[threading.Thread] = None
+        self._allowed: Optional[set[str]] = None
 
     # --- allowed hosts and origins ---
 
     def allowed_hostnames(self) -> set[str]:
-        names = {"localhost", "127.0.0.1", self.host.lower().strip("[]")}
-        return names
+        """Names a request's Host may use: the bound address, localhost, 127.0.0.1 (and, for a wildcard
+        bind such as 0.0.0.0, this machine's own name and addresses)."""
+        if self._allowed is None:
+            names = {"localhost", "127.0.0.1", self.host.lower().strip("[]")}
+            if self.host in ("0.0.0.0", "::"):
+                import socket
+
+                try:
+                    hostname = socket.gethostname()
+                    names |= {hostname.lower(), socket.getfqdn().lower()}
+                    names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+                except OSError:
+                    pass
+            self._allowed = names
+        return self._allowed
 
     def host_ok(self, host_header: str) -> bool:
         """True for ``HOST[:PORT]`` naming one of our addresses (and our port when a port is given)."""
@@ -458,6 +472,9 @@ def create_app(state: WebState) -> Any:
                 return _error_response(423, err.message, err.hint)
             except InstallerError as err:
                 return _error_response(500, err.message, err.hint)
+            except OSError as err:  # e.g. a read-only root: one line naming the path, never a traceback
+                where = f"{err.filename}: " if err.filename else ""
+                return _error_response(500, f"{where}{err.strerror or err}", "check the path and its permissions")
 
         endpoint.__name__ = fn.__name__
         return endpoint
