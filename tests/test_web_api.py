@@ -449,3 +449,28 @@ def test_a_wildcard_bind_accepts_this_machines_own_name_only(layout):
     state = WebState(layout, token=TOKEN, host="0.0.0.0", port=PORT, worker_mode="thread")
     assert state.host_ok(f"{socket.gethostname()}:{PORT}") and state.host_ok(f"0.0.0.0:{PORT}")
     assert not state.host_ok(f"evil.example:{PORT}")
+
+
+def test_install_with_convert_and_prediction_type_asks_nothing(client, layout, tmp_path, tiny_checkpoints):
+    src = tmp_path / "dl" / "sd2conv.safetensors"
+    src.parent.mkdir()
+    shutil.copyfile(tiny_checkpoints["sd-2", "safetensors"], src)
+    r = client.post("/api/install", json={"items": [str(src)], "convert": True, "prediction_type": "epsilon"}, headers=AUTH)
+    assert r.status_code == 202
+    job = wait_job(client)
+    assert job["items"][0]["status"] == "installed", job
+    assert not any(e for e in job["items"][0]["notes"] if "question" in e)
+    m = models(client)["sd2conv"]
+    assert m["format"] == "diffusers" and m["location"] == "models/diffusers/sd2conv"
+
+
+def test_autoscan_folder_is_imported_and_remembered(client, layout, tmp_path, tiny_extras):
+    folder = tmp_path / "auto"
+    folder.mkdir()
+    shutil.copyfile(tiny_extras["embedding.safetensors"], folder / "my-embedding.safetensors")
+    r = client.post("/api/install", json={"scan_dir": str(folder), "autoscan": True}, headers=AUTH)
+    assert r.status_code == 202
+    job = wait_job(client)
+    assert [it["status"] for it in job["items"]] == ["installed"], job
+    assert client.get("/api/state", headers=AUTH).json()["autoscan"] == str(folder)
+    assert "--autoconvert" in layout.init_file.read_text()
