@@ -24,7 +24,8 @@ def test_root_is_expanded_and_absolute(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_cli_uses_the_same_precedence(tmp_path: Path) -> None:
-    from invokeai_model_install.app.cli import build_parser, make_layout
+    from invokeai_model_install.app.cli import build_parser
+    from invokeai_model_install.app.common import make_layout
 
     parser = build_parser()
     env = {"INVOKEAI_ROOT": str(tmp_path / "env"), "HOME": str(tmp_path / "home")}

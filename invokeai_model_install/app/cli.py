@@ -28,26 +28,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from invokeai_model_install.errors import (
-    InstallerError,
-    RootError,
-    UnknownModelError,
-    UsageError,
-    from_os_error,
-)
-from invokeai_model_install.root.layout import RootLayout, resolve_root
+from invokeai_model_install.errors import InstallerError, RootError, UnknownModelError, UsageError
+from invokeai_model_install.app.common import config_value, exit_status, is_interactive, make_layout, vae_value
+from invokeai_model_install.root.layout import RootLayout
 
 PROG = "invokeai-model-install"
 
 #: Errors that mean "the user typed something wrong": exit status 2.
-_USAGE_ERRORS = (UsageError, UnknownModelError)
-
 Handler = Callable[[argparse.Namespace, RootLayout, "Path | None"], int]
 
 
@@ -186,21 +178,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def make_layout(args: argparse.Namespace, environ: dict[str, str] | None = None) -> RootLayout:
-    """The root layout from ``--root`` / ``INVOKEAI_ROOT`` / ``~/invokeai`` and ``--config_file``."""
-    root = resolve_root(getattr(args, "root", None), os.environ if environ is None else environ)
-    config_file = getattr(args, "config_file", None)
-    override = Path(os.path.expanduser(config_file)).absolute() if config_file else None
-    return RootLayout(root, override)
-
-
-def _is_interactive() -> bool:
-    try:
-        return sys.stdin.isatty() and sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``invokeai-model-install``; returns the exit status."""
     parser = build_parser()
@@ -211,28 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = make_layout(args)
     catalog_path = Path(args.catalog).expanduser().absolute() if args.catalog else None
     handler: Handler | None = getattr(args, "handler", None)
-    try:
-        if handler is not None:
-            return int(handler(args, layout, catalog_path) or 0)
-        return run_installer(args, layout, catalog_path)
-    except _USAGE_ERRORS as err:
-        print(err.one_line(), file=sys.stderr)
-        return 2
-    except InstallerError as err:
-        print(err.one_line(), file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return 1
-    except OSError as exc:  # read-only root, permissions, full disk, a file where a folder should be
-        print(from_os_error(exc).one_line(), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
+    if handler is not None:
+        return exit_status(lambda: handler(args, layout, catalog_path))
+    return exit_status(lambda: run_installer(args, layout, catalog_path))
 
 
 def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
@@ -248,7 +206,7 @@ def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Pa
             print(f"There is no InvokeAI root at {layout.root}: creating it (the first-run setup's folders and files).",
                   file=sys.stderr)
             configure.setup_root(layout, yes=True, open_installer=False, catalog_path=catalog_path)
-        elif _is_interactive():
+        elif is_interactive():
             print(f"There is no InvokeAI root at {layout.root}.", file=sys.stderr)
             answer = input("Run the first-run setup (invokeai-configure) to create it now? [Y/n] ").strip().lower()
             if answer not in ("", "y", "yes"):
@@ -261,12 +219,12 @@ def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Pa
                 f"`invokeai-configure --root {layout.root} --skip-sd-weights` for the first-run setup without the starter models",
             )
     if getattr(args, "create_root", False) and headless is not None and not headless.has_plan_flags(args) \
-            and not _is_interactive():
+            and not is_interactive():
         print(f"The InvokeAI root at {layout.root} is ready.")
         return 0
-    if headless is not None and (headless.has_plan_flags(args) or not _is_interactive()):
+    if headless is not None and (headless.has_plan_flags(args) or not is_interactive()):
         return int(headless.run_headless(args, layout, catalog_path) or 0)
-    if headless is None and not _is_interactive():
+    if headless is None and not is_interactive():
         raise InstallerError(
             "the headless installer is not available in this build",
             "use the model-management commands (list, delete, edit, default) or run in a terminal",
@@ -467,44 +425,6 @@ def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path 
     return 0
 
 
-def _vae_value(text: str, stanza: dict[str, Any], layout: RootLayout) -> Any:
-    """The ``vae`` field for ``--vae``: a repo id or a root-relative path, shaped by stanza kind."""
-    from invokeai_model_install.root.registry import _looks_like_repo_id, stanza_format
-
-    legacy = stanza_format(stanza) == "ckpt"
-    candidate = Path(os.path.expanduser(text))
-    local = candidate.exists() or not _looks_like_repo_id(text)
-    if local:
-        if not candidate.exists():
-            raise UsageError(
-                f"VAE {text!r} is neither an existing file or folder nor a repo id like owner/name",
-                "check the path, or give a HuggingFace repo id",
-            )
-        stored = layout.relative(candidate.absolute())
-        return stored if legacy else {"path": stored}
-    return text if legacy else {"repo_id": text}
-
-
-def _config_value(text: str, layout: RootLayout) -> str:
-    """The ``config`` field for ``--config``: an existing yaml, or a packaged legacy config by name."""
-    from invokeai_model_install.root.resources import LEGACY_CONFIG_NAMES, legacy_config_path
-
-    candidate = Path(os.path.expanduser(text))
-    if candidate.is_file():
-        return layout.relative(candidate.absolute())
-    name = text if text.endswith((".yaml", ".yml")) else f"{text}.yaml"
-    if name in LEGACY_CONFIG_NAMES:
-        in_root = layout.legacy_configs_dir / name
-        if not in_root.exists():  # an older root: bring the packaged copy in
-            in_root.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(legacy_config_path(name), in_root)
-        return layout.relative(in_root)
-    raise UsageError(
-        f"config {text!r} is not a file",
-        "give a .yaml path or one of: " + ", ".join(n.removesuffix(".yaml") for n in LEGACY_CONFIG_NAMES),
-    )
-
-
 def cmd_edit(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
     """``edit NAME [--name NEW] [--description T] [--vae X] [--config YAML] [--width N] [--height N]``."""
     from invokeai_model_install.root.registry import sanitize_name, stanza_format
@@ -531,14 +451,14 @@ def cmd_edit(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | 
             if args.new_vae.strip().lower() in ("", "none"):
                 stanza.pop("vae", None)
             else:
-                stanza["vae"] = _vae_value(args.new_vae, stanza, layout)
+                stanza["vae"] = vae_value(args.new_vae, stanza, layout)
         if args.new_config is not None:
             if stanza_format(stanza) != "ckpt":
                 raise UsageError(
                     f"{args.model_name!r} is a diffusers model; only legacy (ckpt) models use a config file",
                     "diffusers models carry their own configuration",
                 )
-            stanza["config"] = _config_value(args.new_config, layout)
+            stanza["config"] = config_value(args.new_config, layout)
         if args.new_width is not None:
             stanza["width"] = args.new_width
         if args.new_height is not None:

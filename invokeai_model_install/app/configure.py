@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from invokeai_model_install.app.common import exit_status, is_interactive, make_layout
 from invokeai_model_install.errors import ConfigError, InstallerError, RootError, from_os_error
 from invokeai_model_install.root.layout import KIND_DIRS, RootLayout
 
@@ -102,6 +103,14 @@ def save_hf_token(token: str) -> None:
     _set_active_token(token_name=HF_TOKEN_NAME, add_to_git_credential=False)
 
 
+def _model_step(skip_sd_weights: bool, skip_support_models: bool, catalog_path: Path | None) -> tuple[bool, list[str]]:
+    """(the recommended starters?, the support models' repo ids) of the setup's model step."""
+    from invokeai_model_install.root.catalog import load_catalog, support_models
+
+    repos = [] if skip_support_models else [vae.repo_id for vae in support_models(load_catalog(catalog_path)) if vae.repo_id]
+    return not skip_sd_weights, repos
+
+
 def installer_argv(
     layout: RootLayout,
     *,
@@ -109,31 +118,37 @@ def installer_argv(
     skip_support_models: bool = False,
     catalog_path: Path | None = None,
 ) -> list[str] | None:
-    """The headless ``invokeai-model-install`` arguments for the setup's model step (None: nothing to do)."""
-    from invokeai_model_install.root.catalog import load_catalog, support_models
-
+    """The setup's model step as ``invokeai-model-install`` arguments (None: nothing to do): the command a user
+    runs to do the same later, as docs/user-guide.md shows it."""
+    recommended, repos = _model_step(skip_sd_weights, skip_support_models, catalog_path)
     argv = ["--root", str(layout.root)]
     if layout.config_file_override is not None:
         argv += ["--config_file", str(layout.config_file_override)]
     if catalog_path is not None:
         argv += ["--catalog", str(catalog_path)]
-    plan: list[str] = []
-    if not skip_sd_weights:
-        plan.append("--yes")  # the recommended starters
-    if not skip_support_models:
-        repos = [vae.repo_id for vae in support_models(load_catalog(catalog_path)) if vae.repo_id]
-        if repos:
-            plan += ["--add", *repos]
+    plan: list[str] = ["--yes"] if recommended else []  # the recommended starters
+    if repos:
+        plan += ["--add", *repos]
     if not plan:
         return None
     return argv + plan
 
 
-def _is_interactive() -> bool:
-    try:
-        return sys.stdin.isatty() and sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
+def run_model_step(
+    layout: RootLayout,
+    *,
+    skip_sd_weights: bool = False,
+    skip_support_models: bool = False,
+    catalog_path: Path | None = None,
+) -> int | None:
+    """Install the recommended starters and the support models headless; None when both are skipped."""
+    recommended, repos = _model_step(skip_sd_weights, skip_support_models, catalog_path)
+    if not recommended and not repos:
+        return None
+    from invokeai_model_install.app import headless
+
+    flags = argparse.Namespace(yes=recommended, add=repos or None)
+    return exit_status(lambda: headless.run_headless(flags, layout, catalog_path))
 
 
 def setup_root(
@@ -160,7 +175,7 @@ def setup_root(
     :param form: the installer form (default ``tui.app.run_form``); its BACK result returns to
         the wizard's previous page, the token question.
     """
-    interactive = _is_interactive() if interactive is None else interactive
+    interactive = is_interactive() if interactive is None else interactive
     existed = layout.exists()
     created = create_layout(layout)
     out(f"{'Checked' if existed else 'Created'} the InvokeAI root at {layout.root}" + (f" ({len(created)} new)" if created else ""))
@@ -192,15 +207,13 @@ def setup_root(
             hf_token, ask_token = None, True
             continue
         return int(result or 0)
-    argv = installer_argv(
+    status = run_model_step(
         layout, skip_sd_weights=skip_sd_weights, skip_support_models=skip_support_models, catalog_path=catalog_path
     )
-    if argv is None:
+    if status is None:
         out("Skipping the model download (--skip-sd-weights --skip-support-models).")
         return 0
-    from invokeai_model_install.app import cli
-
-    return cli.main(argv)
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,8 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``invokeai-configure``."""
-    from invokeai_model_install.app.cli import make_layout
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:

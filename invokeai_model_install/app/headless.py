@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from invokeai_model_install.errors import InstallerError, UnknownModelError, UsageError, from_os_error
 from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.app.common import is_interactive as _interactive  # tests replace it
 from invokeai_model_install.install.plan import InstallPlan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
@@ -256,13 +257,6 @@ def run_headless(args: argparse.Namespace, layout: RootLayout, catalog_path: Pat
     if getattr(args, "dry_run", False):
         return dry_run(plan, layout, catalog_path, as_json=bool(getattr(args, "json", False)), settings=settings)
     return execute(plan, layout, catalog_path, as_json=bool(getattr(args, "json", False)), settings=settings)
-
-
-def _interactive() -> bool:
-    try:
-        return sys.stdin.isatty() and sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def execute(

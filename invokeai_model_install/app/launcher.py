@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None, *, input_fn: Callable[[str], str] = 
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    from invokeai_model_install.app.cli import make_layout
+    from invokeai_model_install.app.common import make_layout
 
     common: list[str] = []
     if args.root:

@@ -65,7 +65,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     """Run one ``convert-installed`` work item (``item.line`` is the model name); returns an ItemOutcome."""
     from invokeai_model_install.install.identity import key_hash
     from invokeai_model_install.install.item import ItemOutcome
-    from invokeai_model_install.install.pipeline import check_safety, probe_path
+    from invokeai_model_install.install.examine import check_safety, probe_path
     from invokeai_model_install.install.placement import refresh_mtimes
     from invokeai_model_install.install.questions import ask_prediction
     from invokeai_model_install.root.registry import purge_model_files
@@ -90,12 +90,12 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     vae_file = None
     new_vae: Any = None
     if isinstance(vae, str) and vae:
-        from invokeai_model_install.root.registry import _looks_like_repo_id
+        from invokeai_model_install.root.registry import looks_like_repo_id
 
         candidate = layout.absolute(vae)
         if candidate.is_file():
             vae_file = candidate  # baked into the converted model's vae/ folder
-        elif _looks_like_repo_id(vae):
+        elif looks_like_repo_id(vae):
             new_vae = {"repo_id": vae}
     elif isinstance(vae, dict):
         new_vae = dict(vae)

@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from invokeai_model_install.errors import InstallerError, NotFoundError, ProbeError, QuestionUnanswered, UnsafeFileError
+from invokeai_model_install.errors import InstallerError, NotFoundError, ProbeError, QuestionUnanswered
 from invokeai_model_install.events import Event, ItemConverted, ItemVerified
+from invokeai_model_install.install.examine import check_safety, probe_path
 from invokeai_model_install.install.identity import hub_key, key_hash, local_path, source_key, staging_dir
 from invokeai_model_install.install.item import Installed, ItemContext, ItemOutcome, Spec, WorkItem
 from invokeai_model_install.install.locking import source_lock
@@ -43,7 +44,6 @@ from invokeai_model_install.install.placement import (
     remove_path,
     single_model_file,
     strip_variants,
-    unlink_quiet,
 )
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.install.questions import ask_prediction, prediction_type
@@ -387,27 +387,3 @@ def _download(resolved: Any, staged: Path, ctx: ItemContext) -> dict[str, str]:
         if f.relpath not in sha:  # the engine names every file it verified; hash anything it did not
             sha[f.relpath] = mf.sha256_file(staged / f.relpath, ctx.cancel)
     return sha
-
-
-def probe_path(path: Path, label: str) -> Any:
-    from invokeai_model_install.identify import probe
-
-    return probe.probe(path)
-
-
-def check_safety(path: Path, ctx: ItemContext, label: str, *, delete_on_danger: bool) -> None:
-    """Refuse dangerous pickles (never loaded); note suspicious ones."""
-    from invokeai_model_install.identify import safety
-
-    # Judge files by content, not by name: a pickle renamed .json or .safetensors is still a pickle.
-    files = list(safety.candidate_files(path)) if path.is_dir() else [path]
-    for f in files:
-        verdict = safety.scan(f)
-        if verdict.verdict == "dangerous":
-            if delete_on_danger:
-                unlink_quiet(f)
-            raise UnsafeFileError(f"{label}: {f.name} is a dangerous pickle ({verdict.message}); it was not installed")
-        if verdict.verdict == "suspicious":
-            ctx.note(f"{f.name}: {verdict.message}")
-        if verdict.verdict == "unreadable":
-            raise ProbeError(f"{label}: {f.name} cannot be read as a checkpoint ({verdict.message})", "check the file")

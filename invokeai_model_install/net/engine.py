@@ -511,7 +511,7 @@ def download(
         raise OfflineError(f"{resolved.label}: offline mode is on (HF_HUB_OFFLINE) and {len(todo)} file(s) are missing ({names})")
     partial.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings, partial, on_event, cancel)
-    jobs = [FileJob(engine, rf, dest) for rf, dest in todo]
+    jobs = [FileJob(rf, dest, partial_dir=partial, sidecar_interval=settings.sidecar_interval, cancel=cancel) for rf, dest in todo]
     opened: list[FileJob] = []
     try:
         have = 0

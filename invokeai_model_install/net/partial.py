@@ -8,24 +8,42 @@ On disk (``partial_dir``)::
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from invokeai_model_install.errors import Cancelled
 from invokeai_model_install.net.settings import RemoteFile
 from invokeai_model_install.net.sources import redact_url
 
-if TYPE_CHECKING:  # pragma: no cover
-    from invokeai_model_install.net.engine import Engine
-
 _READBACK = 1 << 20  # bytes per read-back of the hasher thread
 HASH_LAG = 8 << 20  # the hasher thread reads back only when in-line hashing fell this far behind
+
+
+def try_lock(fd: int) -> bool:
+    """An exclusive lock on an open file, without waiting (released when the file is closed).
+
+    False when another process holds it.  ``fcntl`` is imported here, not at the top: the package
+    must import on Windows, where ``msvcrt`` locks the first byte instead.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def partial_key(url: str, relpath: str) -> str:
@@ -59,14 +77,15 @@ def missing_ranges(done: list[list[int]], size: int) -> list[tuple[int, int]]:
 class FileJob:
     """State of one file in flight: partial file, ranges done, hasher, generation (bumped on restart)."""
 
-    def __init__(self, engine: "Engine", rf: RemoteFile, dest: Path) -> None:
-        self.engine = engine
+    def __init__(self, rf: RemoteFile, dest: Path, *, partial_dir: Path, sidecar_interval: float, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self.sidecar_interval = sidecar_interval
         self.rf = rf
         self.dest = dest
         self.name = rf.relpath
         key = partial_key(rf.url, rf.relpath)
-        self.part = engine.partial_dir / f"{key}.part"
-        self.meta = engine.partial_dir / f"{key}.json"
+        self.part = partial_dir / f"{key}.part"
+        self.meta = partial_dir / f"{key}.json"
         self.lock = threading.Condition()
         self.gen = 0
         self.size = rf.size
@@ -100,14 +119,12 @@ class FileJob:
     def load(self) -> int:
         """Open/lock the partial file and take the ranges a previous run finished; -> bytes already there."""
         while True:
-            self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+            if not try_lock(self.fd):
                 # another installer is fetching the same file: wait for it
                 os.close(self.fd)
                 self.fd = -1
-                if self.engine.cancel.wait(0.2):
+                if self.cancel.wait(0.2):
                     raise Cancelled(f"{self.name}: cancelled while waiting for another download of it")
                 continue
             try:
@@ -143,7 +160,7 @@ class FileJob:
     def save(self, force: bool = False) -> None:
         now = time.monotonic()
         with self.lock:
-            if not force and now - self.last_save < self.engine.settings.sidecar_interval:
+            if not force and now - self.last_save < self.sidecar_interval:
                 return
             self.last_save = now
             ranges = merge_ranges([*map(list, self.done), *[list(v) for v in self.inflight.values()]])

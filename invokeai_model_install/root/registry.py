@@ -133,14 +133,14 @@ def stanza_paths(stanza: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, str) and value:
             out.append((field, value))
     vae = stanza.get("vae")
-    if isinstance(vae, str) and vae and not _looks_like_repo_id(vae):
+    if isinstance(vae, str) and vae and not looks_like_repo_id(vae):
         out.append(("vae", vae))
     elif isinstance(vae, dict) and isinstance(vae.get("path"), str) and vae["path"]:
         out.append(("vae.path", vae["path"]))
     return out
 
 
-def _looks_like_repo_id(text: str) -> bool:
+def looks_like_repo_id(text: str) -> bool:
     """``owner/name`` with no file suffix and not an existing-looking path."""
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", text)) and not text.startswith(".") and not re.search(
         r"\.(ckpt|safetensors|pt|pth|bin)$", text

@@ -12,31 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from invokeai_model_install.errors import InstallerError
+from invokeai_model_install.app.common import is_interactive
+from invokeai_model_install.app.tui.model import FormResult, load_form_data
 from invokeai_model_install.root.layout import RootLayout
 
 log = logging.getLogger("invokeai_model_install.app.tui")
-
-
-class FormResult(IntEnum):
-    """What :func:`run_form` returns (an ``int``: usable as the exit status).
-
-    ``BACK`` is returned only in wizard mode, when the user pressed BACK: the
-    first-run wizard goes to its previous page.  Every other value means the
-    form is over.
-    """
-
-    OK = 0  #: DONE and every item succeeded, nothing to do, or CANCEL pressed on the form
-    FAILED = 1  #: some items failed (or the catalogue / models.yaml could not be read)
-    NO_TTY = 2  #: stdin or stdout is not a terminal: nothing was shown
-    TOO_SMALL = 3  #: the terminal is too small for the form: nothing was shown
-    CANCELLED = 4  #: a running install was cancelled (partial downloads are kept)
-    BACK = 10  #: wizard mode only: the user pressed BACK
-    INTERRUPTED = 130  #: Ctrl-C (the worker was cancelled, partial downloads kept)
 
 
 NO_TTY_MESSAGE = (
@@ -44,13 +28,6 @@ NO_TTY_MESSAGE = (
     "without one use the headless flags, e.g. `invokeai-model-install --yes` (recommended starters) "
     "or `--add URL_OR_REPO_ID ...` (see --help)."
 )
-
-
-def _has_tty() -> bool:
-    try:
-        return sys.stdin.isatty() and sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def terminal_size() -> tuple[int, int]:
@@ -62,25 +39,6 @@ def terminal_size() -> tuple[int, int]:
         except (AttributeError, ValueError, OSError):
             continue
     return 0, 0
-
-
-def load_form_data(layout: RootLayout, catalog_path: str | Path | None = None, wizard: bool = False):
-    """Read what the form shows (catalogue, models.yaml, invokeai.init); raises InstallerError subclasses."""
-    from invokeai_model_install.root.catalog import load_catalog
-    from invokeai_model_install.root.initfile import get_option
-    from invokeai_model_install.root.registry import Registry
-    from invokeai_model_install.app.tui.form import FormData
-
-    catalog = load_catalog(catalog_path)
-    stanzas = Registry(layout.models_yaml).load()
-    autoscan = get_option(layout.init_file, "--autoconvert") if layout.init_file.exists() else None
-    return FormData(
-        root=layout.root,
-        catalog=catalog,
-        stanzas=stanzas,
-        previous_autoscan=autoscan if isinstance(autoscan, str) and autoscan else None,
-        wizard=wizard,
-    )
 
 
 def _log_to_file(root: Path) -> logging.Handler | None:
@@ -115,7 +73,7 @@ def run_form(
     :returns: a :class:`FormResult` (an int).  Never raises for a missing tty,
         a small terminal, a bad catalogue or Ctrl-C: it prints one line instead.
     """
-    if not _has_tty():
+    if not is_interactive():
         print(NO_TTY_MESSAGE, file=sys.stderr)
         return FormResult.NO_TTY
     try:

@@ -6,43 +6,12 @@ The form only shows state and collects values; :mod:`.model` turns them into an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping
 
 import npyscreen
 
 from invokeai_model_install.app.tui import model
+from invokeai_model_install.app.tui.model import FormData
 from invokeai_model_install.app.tui.widgets import ActionButton, ImportBox, NotifyingCheckbox
-
-
-@dataclass
-class FormData:
-    """What the form shows, read before curses starts (so read errors print cleanly).
-
-    :param catalog: starter key -> StarterModel (catalogue order).
-    :param stanzas: models.yaml stanzas (name -> mapping).
-    :param previous_autoscan: the folder of ``--autoconvert`` in invokeai.init, if any.
-    """
-
-    root: Path
-    catalog: Mapping[str, Any]
-    stanzas: Mapping[str, Any]
-    previous_autoscan: str | None = None
-    wizard: bool = False
-
-    @property
-    def repo_ids(self) -> dict[str, tuple[str, ...]]:
-        return {k: tuple(getattr(m, "repo_ids", (m.repo_id,))) for k, m in self.catalog.items()}
-
-    @property
-    def installed_keys(self) -> list[str]:
-        return model.installed_starters(list(self.catalog), self.repo_ids, self.stanzas)
-
-    @property
-    def first_run(self) -> bool:
-        """No model registered yet: recommended starters are preselected."""
-        return not self.stanzas
 
 
 #: Rows of the form that are not the two starter lists (see :meth:`ModelForm.create`).

@@ -11,8 +11,8 @@ import npyscreen
 from invokeai_model_install.errors import InstallerError
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
-from invokeai_model_install.app.tui.app import FormResult, load_form_data
-from invokeai_model_install.app.tui.form import FormData, ModelForm
+from invokeai_model_install.app.tui.form import ModelForm
+from invokeai_model_install.app.tui.model import FormData, FormResult, load_form_data
 from invokeai_model_install.app.tui.progress_form import ProgressForm
 
 log = logging.getLogger(__name__)

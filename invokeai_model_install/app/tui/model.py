@@ -12,10 +12,12 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.root.layout import RootLayout
 
 #: A trailing "(4.27 GB)" in a catalogue description; we show the size in its own column.
 _SIZE_SUFFIX = re.compile(r"\s*\(\s*[\d.,]+\s*[KMGT]?i?B\s*\)\s*$", re.IGNORECASE)
@@ -221,3 +223,70 @@ def build_plan(values: FormValues) -> InstallPlan:
 
 #: The form's narrowest usable width.
 MIN_COLUMNS = 80
+
+
+# --- what the form shows, and how it ends ------------------------------------------------------
+
+
+class FormResult(IntEnum):
+    """What :func:`run_form` returns (an ``int``: usable as the exit status).
+
+    ``BACK`` is returned only in wizard mode, when the user pressed BACK: the
+    first-run wizard goes to its previous page.  Every other value means the
+    form is over.
+    """
+
+    OK = 0  #: DONE and every item succeeded, nothing to do, or CANCEL pressed on the form
+    FAILED = 1  #: some items failed (or the catalogue / models.yaml could not be read)
+    NO_TTY = 2  #: stdin or stdout is not a terminal: nothing was shown
+    TOO_SMALL = 3  #: the terminal is too small for the form: nothing was shown
+    CANCELLED = 4  #: a running install was cancelled (partial downloads are kept)
+    BACK = 10  #: wizard mode only: the user pressed BACK
+    INTERRUPTED = 130  #: Ctrl-C (the worker was cancelled, partial downloads kept)
+
+
+@dataclass
+class FormData:
+    """What the form shows, read before curses starts (so read errors print cleanly).
+
+    :param catalog: starter key -> StarterModel (catalogue order).
+    :param stanzas: models.yaml stanzas (name -> mapping).
+    :param previous_autoscan: the folder of ``--autoconvert`` in invokeai.init, if any.
+    """
+
+    root: Path
+    catalog: Mapping[str, Any]
+    stanzas: Mapping[str, Any]
+    previous_autoscan: str | None = None
+    wizard: bool = False
+
+    @property
+    def repo_ids(self) -> dict[str, tuple[str, ...]]:
+        return {k: tuple(getattr(m, "repo_ids", (m.repo_id,))) for k, m in self.catalog.items()}
+
+    @property
+    def installed_keys(self) -> list[str]:
+        return installed_starters(list(self.catalog), self.repo_ids, self.stanzas)
+
+    @property
+    def first_run(self) -> bool:
+        """No model registered yet: recommended starters are preselected."""
+        return not self.stanzas
+
+
+def load_form_data(layout: RootLayout, catalog_path: str | Path | None = None, wizard: bool = False):
+    """Read what the form shows (catalogue, models.yaml, invokeai.init); raises InstallerError subclasses."""
+    from invokeai_model_install.root.catalog import load_catalog
+    from invokeai_model_install.root.initfile import get_option
+    from invokeai_model_install.root.registry import Registry
+
+    catalog = load_catalog(catalog_path)
+    stanzas = Registry(layout.models_yaml).load()
+    autoscan = get_option(layout.init_file, "--autoconvert") if layout.init_file.exists() else None
+    return FormData(
+        root=layout.root,
+        catalog=catalog,
+        stanzas=stanzas,
+        previous_autoscan=autoscan if isinstance(autoscan, str) and autoscan else None,
+        wizard=wizard,
+    )

@@ -149,7 +149,7 @@ _EDIT_FIELDS = ("name", "description", "vae", "config", "width", "height")
 
 def edit_model(layout: RootLayout, name: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Change a stanza like ``edit NAME --name/--description/--vae/--config/--width/--height``; returns the new record."""
-    from invokeai_model_install.app.cli import _config_value, _vae_value
+    from invokeai_model_install.app.common import config_value, vae_value
     from invokeai_model_install.root import manifest as mf
     from invokeai_model_install.root.registry import sanitize_name, stanza_format
 
@@ -182,12 +182,12 @@ def edit_model(layout: RootLayout, name: str, changes: dict[str, Any]) -> dict[s
             if text.lower() in ("", "none"):
                 stanza.pop("vae", None)
             elif text != _vae_text(stanza.get("vae")):
-                stanza["vae"] = _vae_value(text, stanza, layout)
+                stanza["vae"] = vae_value(text, stanza, layout)
         if values["config"] is not None and values["config"].strip() and values["config"].strip() != str(stanza.get("config") or ""):
             if stanza_format(stanza) != "ckpt":
                 raise UsageError(f"{name!r} is a diffusers model; only legacy (ckpt) models use a config file",
                                  "diffusers models carry their own configuration")
-            stanza["config"] = _config_value(values["config"].strip(), layout)
+            stanza["config"] = config_value(values["config"].strip(), layout)
         if values["width"] is not None:
             stanza["width"] = values["width"]
         if values["height"] is not None:
