@@ -171,3 +171,22 @@ def test_opens_the_browser_on_the_printed_address(web, tmp_path):
         assert opened.read_text() == p.line.split(": ", 1)[1]
     finally:
         assert p.stop() == 0
+
+
+def test_installs_run_in_a_worker_process_by_default(web, tmp_path, tiny_checkpoints):
+    """Real use: the plan runs in a spawned worker process (torch's memory goes with it); the page still gets every event."""
+    src = tmp_path / "dl" / "proc.safetensors"
+    src.parent.mkdir()
+    shutil.copyfile(tiny_checkpoints["sd-1", "safetensors"], src)
+    p = web(env={"INVOKEAI_INSTALL_WORKER": "process"})
+    with p.client() as c:
+        assert c.post("/api/install", json={"items": [str(src)]}).status_code == 202
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = c.get("/api/state").json()["job"]
+            if not job["running"]:
+                break
+            time.sleep(0.2)
+        assert job["items"][0]["status"] == "installed", job
+        assert "proc" in [m["name"] for m in c.get("/api/models").json()["models"]]
+    assert p.stop() == 0
