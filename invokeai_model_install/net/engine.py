@@ -5,9 +5,17 @@ Why our own data path instead of ``huggingface_hub.hf_hub_download`` (measured, 
 does not hash what it downloads (a file of the right size with wrong bytes is accepted and kept); and it
 cannot resume across processes (a SIGKILL leaves an orphan ``*.incomplete`` and the next run starts from
 zero).  huggingface_hub stays in charge of hub *metadata* (see :mod:`hub`); the bytes go through here:
-stdlib ``http.client`` reading with ``readinto`` into one reused buffer per connection, ``os.pwrite`` at
-the right offset, and sha256 computed by a hasher thread that follows the contiguous written prefix
-(hashlib releases the GIL, so hashing overlaps the transfer).
+stdlib ``http.client`` reading with ``readinto`` into one reused buffer per connection and ``os.pwrite``
+at the right offset; the sha256 is computed by one hasher thread per file that reads the contiguous
+written prefix back from the page cache (:class:`partial.FileJob`), so receiving and hashing run on
+separate cores.
+
+Scheduling (:meth:`Engine.take`): a file of at least ``split_size`` is fetched as pieces carved in file
+order from what is still missing, each a share of what is left per connection (at most 32 MiB, at least
+2 MiB: large first, small at the end), on up to ``max_connections`` keep-alive connections; a worker that
+finds nothing left to carve splits the largest remaining range of a running piece (work stealing: the
+victim stops at the new end and drops its connection), so the slowest connection never decides the end.
+In file order the written prefix stays close behind the transfers: little is left to hash at the end.
 
 Layout on disk while a file is in flight (``partial_dir``, inside the root: ``layout.partial_dir``)::
 
@@ -26,7 +34,6 @@ import errno
 import hashlib
 import http.client
 import os
-import queue
 import re
 import shutil
 import threading
@@ -55,14 +62,20 @@ from invokeai_model_install.units import human_bytes
 
 _BUF = 1 << 20  # bytes per readinto; one buffer per connection keeps RSS flat whatever the file size
 _MAX_RESTARTS = 4  # clean restarts of one file (changed remote, ignored ranges, one bad hash) before giving up
+_PIECE_MAX = 32 << 20  # largest piece asked for in one request (hf_transfer asks for 10 MiB)
+_PIECE_MIN = 2 << 20  # smallest piece carved from a large file; a steal leaves both halves at least this big
+_ALIGN = 64 << 10  # stolen halves start on this boundary
+_READ_START, _READ_MIN, _READ_TIME = 64 << 10, 64 << 10, 0.05  # read sizes: first, smallest; seconds' worth per read
 
 
 class _Restart(Exception):
     """The remote changed or ignores ranges: start this file again from zero."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Segment:
+    """One request's worth of a file: ``[start, end)``, fetched up to ``pos``; ``end`` shrinks when stolen from."""
+
     job: FileJob
     start: int
     end: int  # exclusive; -1 for an unknown size (single stream to EOF)
@@ -72,19 +85,31 @@ class _Segment:
 
 
 class Engine:
-    """Runs the segment queue on ``max_connections`` threads."""
+    """``max_connections`` worker threads taking pieces from a shared scheduler (:meth:`take`).
 
-    def __init__(self, settings: DownloadSettings, partial_dir: Path, on_event, cancel: threading.Event) -> None:
+    Pieces are carved in file order from each file's unassigned ranges, large at first and smaller
+    towards the end (a share of what is left per connection); a worker that finds nothing left to
+    carve splits the largest remaining range of a running segment (work stealing), so a slow
+    connection never decides when a file ends.
+    """
+
+    def __init__(self, settings: DownloadSettings, partial_dir: Path, on_event, cancel: threading.Event, nthreads: int = 1) -> None:
         self.settings = settings
         self.partial_dir = partial_dir
         self._on_event = on_event
         self.event_lock = threading.Lock()
         self.cancel = cancel
         self.conns = Conns(settings)
-        self.queue: "queue.Queue[_Segment | None]" = queue.Queue()
+        self.cv = threading.Condition()  # scheduler state; taken before any job.lock, never after
+        self.ready: list[_Segment] = []  # explicit segments (unknown size, streaming-only servers)
+        self.jobs: list[FileJob] = []
         self.sid = 0
         self.sid_lock = threading.Lock()
         self.fatal: BaseException | None = None
+        self.remaining = 0
+        self.nthreads = nthreads
+        self.split_size = max(1, settings.split_size)
+        self.min_piece = max(64 << 10, min(self.split_size // 2, _PIECE_MIN))
 
     def emit(self, event: Event) -> None:
         with self.event_lock:
@@ -98,39 +123,111 @@ class Engine:
             self.sid += 1
             return self.sid
 
+    def stopping(self) -> bool:
+        return self.cancel.is_set() or self.fatal is not None
+
     # -- planning -------------------------------------------------------------------------------
     def plan(self, job: FileJob, gen: int | None = None) -> None:
-        """Queue the missing ranges of ``job`` (a fresh, resumed or restarted job).
+        """Set up the missing ranges of ``job`` (a fresh, resumed or restarted job) for the workers.
 
         ``gen``: plan only if that is still the job's generation (another restart may have won).
         """
-        with job.lock:
-            if gen is not None and gen != job.gen:
-                return
-            gen = job.gen
-            pieces: list[tuple[int, int]] = []
-            if job.size < 0:
-                job.done = []
-                pieces = [(0, -1)]  # unknown size: one stream to EOF
-            elif not job.ranges_ok:
-                gaps = missing_ranges(job.done, job.size)
-                if gaps:  # this server streams only: one request from the end of the prefix
-                    pieces = [(gaps[0][0], job.size)]
-            else:
-                step = max(self.settings.split_size, 1 << 20)
-                for a, b in missing_ranges(job.done, job.size):
-                    # a large file: ranges of split_size fetched in order on several connections, so
-                    # the hashed prefix grows steadily behind them
-                    while a < b:
-                        pieces.append((a, min(b, a + step)))
-                        a += step
-            job.pending = len(pieces)
-            segs = [_Segment(job, a, b, gen, self.next_sid(), a) for a, b in pieces]
-        if not segs:
+        finish_now = False
+        with self.cv:
+            with job.lock:
+                if gen is not None and gen != job.gen:
+                    return
+                gen = job.gen
+                job.finishing = False
+                job.gaps = []
+                explicit: list[_Segment] = []
+                if job.size < 0:
+                    job.done = []
+                    explicit = [_Segment(job, 0, -1, gen, self.next_sid(), 0)]  # unknown size: one stream to EOF
+                elif not job.ranges_ok:
+                    gaps = missing_ranges(job.done, job.size)
+                    if gaps:  # this server streams only: one request from the end of the prefix
+                        explicit = [_Segment(job, gaps[0][0], job.size, gen, self.next_sid(), gaps[0][0])]
+                else:
+                    job.gaps = [list(g) for g in missing_ranges(job.done, job.size)]
+                for seg in explicit:
+                    job.segs[seg.sid] = seg
+                self.ready.extend(explicit)
+                if not job.gaps and not job.segs:
+                    job.finishing = True
+                    finish_now = True
+            self.cv.notify_all()
+        if finish_now:
             self.finish(job)
-            return
-        for seg in segs:
-            self.queue.put(seg)
+
+    def _piece(self, job: FileJob) -> int:
+        """Size of the next piece to carve from ``job``: what is left shared out, within bounds."""
+        left = sum(b - a for a, b in job.gaps)
+        if job.size < self.split_size:
+            return left  # small file: one request
+        share = left // (2 * max(1, self.nthreads))
+        return max(self.min_piece, min(_PIECE_MAX, share))
+
+    def take(self) -> _Segment | None:
+        """The next segment for a worker: explicit ones, then a new piece, then a stolen half; None: no more work."""
+        with self.cv:
+            while True:
+                if self.stopping() or self.remaining <= 0:
+                    return None
+                if self.ready:
+                    return self.ready.pop(0)
+                seg = self._carve() or self._steal()
+                if seg is not None:
+                    return seg
+                self.cv.wait(0.05)
+
+    def _carve(self) -> _Segment | None:
+        for job in self.jobs:
+            with job.lock:
+                if not job.gaps:
+                    continue
+                if job.error is not None or job.finishing or job.closed:
+                    job.gaps = []
+                    continue
+                a, b = job.gaps[0]
+                piece = self._piece(job)
+                if b - a <= piece + piece // 2:  # no crumbs: take the whole gap
+                    end = b
+                    job.gaps.pop(0)
+                else:
+                    end = a + piece
+                    job.gaps[0][0] = end
+                seg = _Segment(job, a, end, job.gen, self.next_sid(), a)
+                job.segs[seg.sid] = seg
+                return seg
+        return None
+
+    def _steal(self) -> _Segment | None:
+        best: tuple[int, _Segment] | None = None
+        for job in self.jobs:
+            if job.error is not None or job.finishing or job.closed or not job.ranges_ok or job.size < self.split_size:
+                continue
+            with job.lock:
+                for seg in job.segs.values():
+                    if seg.end >= 0 and seg.gen == job.gen:
+                        left = seg.end - seg.pos
+                        if left >= 2 * self.min_piece and (best is None or left > best[0]):
+                            best = (left, seg)
+        if best is None:
+            return None
+        victim = best[1]
+        job = victim.job
+        with job.lock:
+            left = victim.end - victim.pos
+            if victim.gen != job.gen or left < 2 * self.min_piece:
+                return None
+            mid = victim.pos + left // 2
+            mid -= mid % _ALIGN if mid - victim.pos > _ALIGN else 0
+            seg = _Segment(job, mid, victim.end, job.gen, self.next_sid(), mid)
+            victim.end = mid  # the victim stops there (and drops its connection if bytes were still coming)
+            job.segs[seg.sid] = seg
+            job.steals += 1
+        return seg
 
     def restart(
         self, job: FileJob, reason: str, *, ranges_ok: bool, adopt: _Segment | None = None,
@@ -147,22 +244,27 @@ class Engine:
                     f"{job.name}: the file keeps changing on the server ({reason}) at {redact_url(job.rf.url)}",
                     "try again later",
                 )
-            with job.lock:
-                job.gen += 1
-                gen = job.gen
-                job.done = []
-                job.inflight.clear()
-                job.ranges_ok = ranges_ok
-                if etag:
-                    job.etag = etag
-                if size is not None:
-                    job.size = size
-                if job.fd >= 0:
-                    os.ftruncate(job.fd, 0)
-                if adopt is not None:
-                    adopt.gen, adopt.sid, adopt.start, adopt.pos, adopt.end = gen, self.next_sid(), 0, 0, job.size
-                    job.pending = 1
-                job.lock.notify_all()
+            with self.cv:
+                with job.lock:
+                    job.gen += 1
+                    gen = job.gen
+                    job.done = []
+                    job.inflight.clear()
+                    job.gaps = []
+                    job.segs = {}
+                    job.prefix_end = 0
+                    job.ranges_ok = ranges_ok
+                    if etag:
+                        job.etag = etag
+                    if size is not None:
+                        job.size = size
+                    if job.fd >= 0:
+                        os.ftruncate(job.fd, 0)
+                    if adopt is not None:
+                        adopt.gen, adopt.sid, adopt.start, adopt.pos, adopt.end = gen, self.next_sid(), 0, 0, job.size
+                        job.segs[adopt.sid] = adopt
+                    job.lock.notify_all()
+                self.ready = [s for s in self.ready if s.job is not job]
             old = job.hasher
             if old is not None and old.ident is not None:
                 old.join()
@@ -176,12 +278,12 @@ class Engine:
         buf = bytearray(_BUF)
         try:
             while True:
-                seg = self.queue.get()
+                seg = self.take()
                 if seg is None:
                     return
                 job = seg.job
-                if job.error is not None or seg.gen != job.gen or self.cancel.is_set() or self.fatal is not None:
-                    self._segment_done(seg, counted=False)
+                if job.error is not None or seg.gen != job.gen or self.stopping():
+                    self._segment_done(seg)
                     continue
                 try:
                     self.run_segment(seg, buf)
@@ -192,17 +294,24 @@ class Engine:
                         job.lock.notify_all()
                     if not isinstance(exc, InstallerError):
                         self.fatal = exc
-                self._segment_done(seg, counted=True)
+                self._segment_done(seg)
         finally:
             self.conns.close_thread()
 
-    def _segment_done(self, seg: _Segment, counted: bool) -> None:
+    def _segment_done(self, seg: _Segment) -> None:
         job = seg.job
-        with job.lock:
-            if seg.gen != job.gen:
-                return
-            job.pending -= 1
-            last = job.pending == 0
+        with self.cv:
+            with job.lock:
+                if seg.gen != job.gen:
+                    return
+                job.segs.pop(seg.sid, None)
+                last = (
+                    not job.segs and not job.finishing
+                    and (not job.gaps or job.error is not None or self.stopping())
+                )
+                if last:
+                    job.finishing = True
+            self.cv.notify_all()
         if last:
             self.finish(job)
 
@@ -211,6 +320,8 @@ class Engine:
         settings = self.settings
         attempts = 0
         while not self.cancel.is_set() and seg.gen == job.gen and job.error is None:
+            if seg.end >= 0 and seg.pos >= seg.end:
+                return  # all of it was stolen before a byte came
             before = seg.pos
             try:
                 self._transfer(seg, buf)
@@ -292,17 +403,24 @@ class Engine:
     def _stream(self, seg: _Segment, resp: http.client.HTTPResponse, url: str, buf: bytearray) -> None:
         job = seg.job
         view = memoryview(buf)
-        end = seg.end
         pos = seg.pos
         with job.lock:
             job.inflight[seg.sid] = [pos, pos]
         first = pos == 0
+        # readinto blocks until its slice is full: ask for about _READ_TIME's worth of this connection's
+        # rate, so a slow connection still comes back often to see a steal (or a cancel)
+        chunk = _READ_START
+        t0 = time.monotonic()
+        got = 0
         try:
-            while end < 0 or pos < end:
+            while True:
+                end = seg.end  # shrinks when another worker steals the second half
+                if 0 <= end <= pos:
+                    break
                 if self.cancel.is_set() or seg.gen != job.gen or job.error is not None:
                     self.conns.drop(url)
                     return
-                want = len(buf) if end < 0 else min(len(buf), end - pos)
+                want = chunk if end < 0 else min(chunk, end - pos)
                 try:
                     n = resp.readinto(view[:want])
                 except (OSError, http.client.HTTPException) as exc:
@@ -327,27 +445,36 @@ class Engine:
                 with job.lock:
                     if seg.gen != job.gen or job.fd < 0:
                         return
-                    try:
-                        os.pwrite(job.fd, view[:n], pos)
-                    except OSError as exc:
-                        raise _write_error(exc, job.part, job.name) from None
-                    job.inflight[seg.sid][1] = pos + n
-                    job.fetched += n
-                job.hash_inline(seg.gen, pos, view[:n])
+                    if 0 <= seg.end < pos + n:
+                        n = max(0, seg.end - pos)  # stolen meanwhile: those bytes are the thief's
+                    if n:
+                        try:
+                            os.pwrite(job.fd, view[:n], pos)
+                        except OSError as exc:
+                            raise _write_error(exc, job.part, job.name) from None
+                        job.inflight[seg.sid][1] = pos + n
+                        job.fetched += n
+                        if pos <= job.prefix_end < pos + n:
+                            job._advance_prefix()
                 pos += n
                 seg.pos = pos
-                if job.hasher_waiting():
-                    job.notify()
+                got += n
+                spent = time.monotonic() - t0
+                if spent > 0.01:
+                    chunk = min(len(buf), max(_READ_MIN, int(got / spent * _READ_TIME) // _READ_MIN * _READ_MIN))
                 self._progress(job)
                 job.save()
             if end < 0:
                 with job.lock:
                     job.size = pos
+            elif resp.length:
+                self.conns.drop(url)  # the range was cut short by a steal: the rest is still on the wire
         finally:
             with job.lock:
                 span = job.inflight.pop(seg.sid, None)
                 if span is not None and seg.gen == job.gen and span[1] > span[0]:
                     job.done = merge_ranges([*job.done, span])
+                    job._advance_prefix()
                 job.lock.notify_all()
 
     def _progress(self, job: FileJob, force: bool = False) -> None:
@@ -445,11 +572,9 @@ class Engine:
         self.engine_done(job)
 
     def engine_done(self, job: FileJob) -> None:
-        with self.sid_lock:
+        with self.cv:
             self.remaining -= 1
-            if self.remaining == 0:
-                for _ in range(self.nthreads):
-                    self.queue.put(None)
+            self.cv.notify_all()
 
 
 def _write_error(exc: OSError, path: Path, name: str) -> InstallerError:
@@ -510,7 +635,8 @@ def download(
         names = ", ".join(rf.relpath for rf, _ in todo[:3]) + (" ..." if len(todo) > 3 else "")
         raise OfflineError(f"{resolved.label}: offline mode is on (HF_HUB_OFFLINE) and {len(todo)} file(s) are missing ({names})")
     partial.mkdir(parents=True, exist_ok=True)
-    engine = Engine(settings, partial, on_event, cancel)
+    nthreads = max(1, min(settings.max_connections, 64))
+    engine = Engine(settings, partial, on_event, cancel, nthreads)
     jobs = [FileJob(rf, dest, partial_dir=partial, sidecar_interval=settings.sidecar_interval, cancel=cancel) for rf, dest in todo]
     opened: list[FileJob] = []
     try:
@@ -525,9 +651,8 @@ def download(
             job.save(force=True)
             os.close(job.fd)
         raise
-    nthreads = max(1, min(settings.max_connections, 64))
     engine.remaining = len(jobs)
-    engine.nthreads = nthreads
+    engine.jobs = jobs
     threads = [threading.Thread(target=engine.worker, daemon=True, name=f"dl-{i}") for i in range(nthreads)]
     watcher_stop = threading.Event()
 
@@ -540,13 +665,13 @@ def download(
 
     watcher = threading.Thread(target=watch_cancel, daemon=True, name="dl-cancel")
     watcher.start()
-    for t in threads:
-        t.start()
     for job in jobs:
         resumed = sum(b - a for a, b in job.done)
         engine.emit(FileStarted(name=job.name, total=job.size, resumed_from=resumed))
         job.start_hasher()
         engine.plan(job)
+    for t in threads:
+        t.start()
     try:
         for t in threads:
             while t.is_alive():

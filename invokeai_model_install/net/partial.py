@@ -14,12 +14,13 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
 from invokeai_model_install.errors import Cancelled
 from invokeai_model_install.net.settings import RemoteFile
 from invokeai_model_install.net.sources import redact_url
 
-_READBACK = 1 << 20  # bytes per read-back of the hasher thread
-HASH_LAG = 8 << 20  # the hasher thread reads back only when in-line hashing fell this far behind
+_HASH_BUF = 2 << 20  # bytes per read-back of the hasher thread
 
 
 def try_lock(fd: int) -> bool:
@@ -75,7 +76,10 @@ def missing_ranges(done: list[list[int]], size: int) -> list[tuple[int, int]]:
 
 
 class FileJob:
-    """State of one file in flight: partial file, ranges done, hasher, generation (bumped on restart)."""
+    """State of one file in flight: partial file, ranges done and unassigned, live segments, hasher.
+
+    ``gen`` is bumped on a clean restart; anything of an older generation is ignored.
+    """
 
     def __init__(self, rf: RemoteFile, dest: Path, *, partial_dir: Path, sidecar_interval: float, cancel: threading.Event) -> None:
         self.cancel = cancel
@@ -91,9 +95,12 @@ class FileJob:
         self.size = rf.size
         self.etag = rf.etag
         self.done: list[list[int]] = []  # completed ranges [a, b)
-        self.inflight: dict[int, list[int]] = {}  # segment id -> [start, current]
+        self.inflight: dict[int, list[int]] = {}  # segment id -> [start, current] being written
+        self.gaps: list[list[int]] = []  # ranges no segment owns yet (carved into pieces on demand)
+        self.segs: dict[int, Any] = {}  # live segments (engine._Segment) of this generation, by id
+        self.steals = 0  # ranges split off a running segment
         self.ranges_ok = True
-        self.pending = 0  # segments not finished in this generation
+        self.finishing = False
         self.fetched = 0
         self.integrity_retries = 0
         self.error: BaseException | None = None
@@ -101,6 +108,7 @@ class FileJob:
         self.fd = -1
         self.digest = ""
         self.closed = False
+        self.prefix_end = 0  # end of the contiguous written range starting at 0
         self.hash_pos = 0
         self.sha = hashlib.sha256()
         self.git = None
@@ -109,7 +117,6 @@ class FileJob:
         self.save_lock = threading.Lock()
         self.restart_lock = threading.Lock()
         self.restarts = 0
-        self.hash_lock = threading.Lock()
         self.last_event = 0.0
         self.last_event_done = 0
         self.started_at = time.monotonic()
@@ -154,7 +161,12 @@ class FileJob:
             self.ranges_ok = bool(state.get("ranges_ok", True))
         else:
             self.done = []
-            os.ftruncate(self.fd, 0)
+            if disk:
+                # (truncating an empty file would make ext4 flush the whole file on close:
+                # auto_da_alloc treats truncate-to-0 + rewrite as a replace)
+                os.ftruncate(self.fd, 0)
+        with self.lock:
+            self._advance_prefix()
         return sum(b - a for a, b in self.done)
 
     def save(self, force: bool = False) -> None:
@@ -182,81 +194,66 @@ class FileJob:
         finally:
             self.save_lock.release()
 
-    def prefix(self) -> int:
-        """End of the contiguous written range starting at 0."""
-        ranges = merge_ranges([*map(list, self.done), *[list(v) for v in self.inflight.values()]])
-        return ranges[0][1] if ranges and ranges[0][0] == 0 else 0
+    def _advance_prefix(self) -> None:
+        """Move ``prefix_end`` over every written range that touches it (call with ``lock`` held)."""
+        p = self.prefix_end
+        moved = True
+        while moved:
+            moved = False
+            for a, b in self.done:
+                if a <= p < b:
+                    p, moved = b, True
+            for a, b in self.inflight.values():
+                if a <= p < b:
+                    p, moved = b, True
+        if p != self.prefix_end:
+            self.prefix_end = p
+            self.lock.notify_all()  # the hasher follows the prefix
 
     # -- hashing ------------------------------------------------------------------------------
-    # The sha256 is computed in file order.  The worker that writes the bytes right at ``hash_pos``
-    # hashes them straight from its receive buffer (no second copy; the kernel keeps the socket
-    # pipeline full meanwhile).  Bytes that arrive out of order (parallel ranges, a resumed prefix)
-    # are read back from the page cache by the hasher thread once they join the contiguous prefix.
+    # The sha256 is computed in file order by one hasher thread per file, reading the bytes back from
+    # the page cache as the contiguous written prefix grows: the receive threads only copy (socket ->
+    # file), the hasher only hashes, so on two cores copying and hashing run side by side.  Pieces are
+    # handed out in file order (see Engine.take), so the prefix stays close behind the downloads and
+    # little is left to hash when the last byte arrives.
     def start_hasher(self) -> None:
-        with self.hash_lock:
+        with self.lock:
             self.hash_pos = 0
             self.sha = hashlib.sha256()
             self.git = hashlib.sha1(f"blob {self.rf.size}\0".encode()) if self.rf.git_oid and self.rf.size >= 0 else None
-        gen = self.gen
+            gen = self.gen
         hasher = threading.Thread(target=self._hash_loop, args=(gen,), daemon=True, name=f"hash:{self.name}")
         hasher.start()
         self.hasher = hasher
 
-    def hash_inline(self, gen: int, pos: int, data: memoryview) -> None:
-        """Hash ``data`` (just written at ``pos``) when it is exactly the next piece of the hash."""
-        if not self.hash_lock.acquire(blocking=False):
-            return  # the hasher thread is reading back: it will cover these bytes
-        try:
-            if self.gen == gen and self.hash_pos == pos:
-                self.sha.update(data)
-                if self.git is not None:
-                    self.git.update(data)
-                self.hash_pos += len(data)
-        finally:
-            self.hash_lock.release()
-
     def _hash_loop(self, gen: int) -> None:
         buf = None
         view = memoryview(b"")
+        sha, git = self.sha, self.git
+        pos = 0
         while True:
             with self.lock:
-                while (
-                    self.gen == gen and not self.finished and self.error is None
-                    and self.prefix() - self.hash_pos < HASH_LAG
-                ):
+                while self.gen == gen and self.error is None and not self.closed and not self.finished and self.prefix_end <= pos:
                     self.lock.wait(0.5)
-                if self.gen != gen or self.error is not None:
+                if self.gen != gen or self.error is not None or self.closed:
                     return
-                upto = self.prefix()
+                upto = self.prefix_end
                 complete = self.finished
-            while True:
-                with self.hash_lock:
-                    if self.gen != gen or self.hash_pos >= upto:
-                        break
-                    if buf is None:
-                        buf = bytearray(_READBACK)  # allocated only when reading back: RSS stays flat
-                        view = memoryview(buf)
-                    try:
-                        n = os.preadv(self.fd, [view[: min(len(buf), upto - self.hash_pos)]], self.hash_pos)
-                    except OSError:
-                        return  # the file was closed (cancel/failure): the hash is not needed
-                    if n <= 0:
-                        break
-                    self.sha.update(view[:n])
-                    if self.git is not None:
-                        self.git.update(view[:n])
-                    self.hash_pos += n
-            if complete:
+                fd = self.fd
+            while pos < upto:
+                if buf is None:
+                    buf = bytearray(_HASH_BUF)  # allocated only while hashing: RSS stays flat
+                    view = memoryview(buf)
+                try:
+                    n = os.preadv(fd, [view[: min(len(buf), upto - pos)]], pos)
+                except OSError:
+                    return  # the file was closed (cancel/failure): the hash is not needed
+                if n <= 0 or self.gen != gen:
+                    return
+                sha.update(view[:n])
+                if git is not None:
+                    git.update(view[:n])
+                pos += n
+                self.hash_pos = pos
+            if complete and pos >= upto:
                 return
-
-    def hasher_waiting(self) -> bool:
-        """Does the hasher thread need a wake-up (fell behind by the lag)?"""
-        return self.prefix_hint() - self.hash_pos >= HASH_LAG
-
-    def prefix_hint(self) -> int:
-        with self.lock:
-            return self.prefix()
-
-    def notify(self) -> None:
-        with self.lock:
-            self.lock.notify_all()

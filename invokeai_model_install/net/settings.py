@@ -36,7 +36,7 @@ class DownloadSettings:
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
     #: files at least this large are split into ranges fetched on several connections
-    split_size: int = 64 << 20
+    split_size: int = 4 << 20
     #: free-space probe ``(path) -> bytes`` (tests pass a fake); None: ``shutil.disk_usage``
     disk_free: Callable[[Path], int] | None = field(default=None, repr=False, compare=False)
     #: how often the sidecar is saved while a file is in flight (seconds)

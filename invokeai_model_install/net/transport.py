@@ -7,6 +7,7 @@ Redirects are followed here, not by ``http.client``, so tokens stay on their hos
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import threading
@@ -19,6 +20,22 @@ from invokeai_model_install.net.settings import DownloadSettings
 from invokeai_model_install.net.sources import redact_url
 
 USER_AGENT = "invokeai-model-install"
+
+_TLS_LOCK = threading.Lock()
+_TLS: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+
+def tls_context() -> ssl.SSLContext:
+    """The default verifying TLS context, built once per CA setting (``SSL_CERT_FILE``/``SSL_CERT_DIR``).
+
+    Loading the system CA bundle takes milliseconds of CPU; every connection used to pay for it.
+    """
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _TLS_LOCK:
+        ctx = _TLS.get(key)
+        if ctx is None:
+            ctx = _TLS[key] = ssl.create_default_context()
+        return ctx
 
 
 class Conns:
@@ -38,7 +55,7 @@ class Conns:
         conn = pool.get(key)
         if conn is None:
             if scheme == "https":
-                conn = http.client.HTTPSConnection(host, port, timeout=self.settings.connect_timeout, context=ssl.create_default_context())
+                conn = http.client.HTTPSConnection(host, port, timeout=self.settings.connect_timeout, context=tls_context())
             elif scheme == "http":
                 conn = http.client.HTTPConnection(host, port, timeout=self.settings.connect_timeout)
             else:
