@@ -270,9 +270,9 @@ def execute(
     stdout: Any = None,
     stderr: Any = None,
 ) -> int:
-    """Run ``plan`` in a worker process, render its events, print failures; returns the exit status.
+    """Run ``plan`` in the background, render its events, print failures; returns the exit status.
 
-    ``mode`` defaults to ``$INVOKEAI_INSTALL_WORKER`` or ``process``.
+    ``mode`` defaults to ``$INVOKEAI_INSTALL_WORKER``, else :func:`worker_mode_for` the plan.
     """
     from invokeai_model_install.install import worker
     from invokeai_model_install.events import QuestionAsked
@@ -280,7 +280,10 @@ def execute(
 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    mode = mode or os.environ.get("INVOKEAI_INSTALL_WORKER", "process")
+    mode = mode or os.environ.get("INVOKEAI_INSTALL_WORKER") or worker_mode_for(plan)
+    if mode == "thread":  # what the worker process sets for itself (library chatter off)
+        for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error")):
+            os.environ.setdefault(var, value)
     check_writable(layout)
     renderer = None if as_json else make_renderer(out)
     interactive = not as_json and _interactive()
@@ -305,6 +308,8 @@ def execute(
                 if interrupts == 1:
                     print("Cancelling (partial downloads are kept; Ctrl-C again to stop at once)...", file=err, flush=True)
                     handle.cancel()
+                elif handle.mode == "thread":
+                    raise  # stop at once: the worker thread ends with this process; partials stay for a resume
                 else:
                     handle.terminate()
         result = handle.join()
@@ -327,6 +332,14 @@ def execute(
         out.write("\n")
         out.flush()
     return code
+
+
+def worker_mode_for(plan: InstallPlan) -> str:
+    """``process`` for a plan that converts checkpoints (torch's memory goes away with the process, and a
+    second Ctrl-C can stop it inside a C call), ``thread`` for anything else: downloads, local files and
+    removals run in this process, with no second interpreter to start and no modules to import again
+    before the first request."""
+    return "process" if (plan.convert or plan.convert_models) else "thread"
 
 
 def check_writable(layout: RootLayout) -> None:

@@ -52,7 +52,7 @@ class DownloadSettings:
         """
         env = os.environ if environ is None else environ
         endpoint = (env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-        token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or _stored_hf_token(env, environ is None)
+        token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or _stored_hf_token(env)
         url_tokens: list[tuple[str, str]] = []
         if env.get("CIVITAI_API_TOKEN"):
             url_tokens.append(("civitai.com", env["CIVITAI_API_TOKEN"].strip()))
@@ -81,15 +81,12 @@ def _int(text: str | None, default: int, lo: int, hi: int) -> int:
         return default
 
 
-def _stored_hf_token(env: Mapping[str, str], use_library: bool) -> str | None:
-    """The token saved by ``huggingface-cli login``."""
-    if use_library:
-        try:
-            from huggingface_hub import get_token
+def _stored_hf_token(env: Mapping[str, str]) -> str | None:
+    """The token saved by ``huggingface-cli login``: the file huggingface_hub's ``get_token`` reads.
 
-            return get_token()
-        except Exception:  # a broken token store must not stop local installs
-            return None
+    Read directly (``HF_TOKEN_PATH``, else ``$HF_HOME/token``, else ``~/.cache/huggingface/token``):
+    importing huggingface_hub for it cost ~0.1 s of every start, even for plans that never reach the hub.
+    """
     path = env.get("HF_TOKEN_PATH") or os.path.join(
         env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"), "token"
     )
