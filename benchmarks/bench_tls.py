@@ -17,7 +17,8 @@ What is timed, always the whole process, from spawn to exit:
   ``ssl.create_default_context()`` loads; our engine uses that for every https connection).
 * ``aria2c -x8 -s8 -k1M`` (the segmented-download anchor; it does not hash), ``curl`` (one stream).
 
-Tools run in alternation, the order rotated every round; each run starts from a synced disk with its
+The CPU time (user + system) of each run is printed too: on a shared machine it says more than the
+wall time about what each tool costs.  Tools run in alternation, the order rotated every round; each run starts from a synced disk with its
 output deleted (so nobody pays for the previous run's write-back).  Best of ``--rounds`` is compared
 (``curl`` over the capped TLS link runs ``--curl-tls-rounds`` times: it is link-bound at ~40 MB/s).
 
@@ -219,6 +220,7 @@ class Bench:
         for var in ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE", "INVOKEAI_MAX_CONNECTIONS", "INVOKEAI_INSTALL_WORKER"):
             self.env.pop(var, None)
         self.rss_mb: list[float] = []
+        self.cpu: dict[str, list[float]] = {}  # CPU seconds (user + system) of each run, by tool
 
     def fresh(self) -> None:
         # no dirty pages from the previous run: the kernel's write-back would throttle whoever runs next
@@ -228,12 +230,13 @@ class Bench:
         time.sleep(0.5)
 
     def _timed(self, argv: list[str], env: dict | None = None) -> tuple[float, int, float, str]:
-        """-> (seconds, exit status, peak RSS of the process tree in MB, stderr tail)."""
+        """-> (seconds, exit status, peak RSS of the process tree in MB, stderr tail); CPU time in ``last_cpu``."""
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, env=env or self.env, cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         err = proc.stderr.read()
         _, status, usage = os.wait4(proc.pid, 0)
         dt = time.perf_counter() - t0
+        self.last_cpu = usage.ru_utime + usage.ru_stime  # the process and the children it waited for
         proc.returncode = os.waitstatus_to_exitcode(status)
         return dt, proc.returncode, usage.ru_maxrss / 1024, err.decode(errors="replace")[-2000:]
 
@@ -339,7 +342,8 @@ def main() -> int:
                         continue
                     bench.fresh()
                     res[t].append(tools[t]())
-                    print(f"    {part} round {i + 1}: {t} {res[t][-1]:.2f} s", flush=True)
+                    bench.cpu.setdefault(f"{part}/{t}", []).append(bench.last_cpu)
+                    print(f"    {part} round {i + 1}: {t} {res[t][-1]:.2f} s (CPU {bench.last_cpu:.2f} s)", flush=True)
             results[part] = res
 
         if "tls1g" in parts:
@@ -383,7 +387,8 @@ def main() -> int:
             res = results[part]
             print(f"\n{title}")
             for t, runs in res.items():
-                print(show(t, runs))
+                cpu = bench.cpu.get(f"{part}/{t}", [])
+                print(show(t, runs) + (f"  CPU median {statistics.median(cpu):.2f} s" if cpu else ""))
             anchor = "curl" if part == "plain" else "aria2c"
             ratio = min(res["ours"]) / min(res[anchor])
             print(f"  ours / {anchor} (best of each) = {ratio:.2f}x   goal <= {GOALS[gkey]}x: {verdict(ratio, GOALS[gkey])}")
@@ -403,7 +408,7 @@ def main() -> int:
         if bench.rss_mb:
             print(f"\npeak RSS of ours (whole process tree, any run): {max(bench.rss_mb):.0f} MB   (goal < 300 MB)")
         if args.json:
-            Path(args.json).write_text(json.dumps({"results": results, "rss_mb": bench.rss_mb}, indent=1))
+            Path(args.json).write_text(json.dumps({"results": results, "cpu": bench.cpu, "rss_mb": bench.rss_mb}, indent=1))
         return 0
     finally:
         if nginx is not None:
