@@ -1,0 +1,282 @@
+"""``dedupe [--dry-run]``: one copy of identical model files across the root, linked UI folders and in-place folders.
+
+1. Collect regular files (symlinks are not followed; files already hard-linked together count once)
+   under the root's model folders, the ComfyUI/A1111 folders ``link`` recorded, the files of models
+   registered in place (manifests with paths outside the root) and any ``--dir`` given.
+2. Group by size; hash (sha256) only files whose size another file shares.
+3. For each set of identical files keep one (a file of the root first) and, unless ``dry_run``, replace
+   every other by a reflink of it where the filesystem has them (copy-on-write: the files stay
+   independent) or else a hard link, through a temporary name and ``os.replace`` (atomic: the path always
+   holds a complete file).  Right before replacing, the kept file and the duplicate are hashed again
+   and their size and mtime re-checked: a file modified since the scan is never merged.
+4. Manifests of the root get the new mtimes, so ``verify``'s quick check stays quick.
+
+Files on different filesystems cannot share bytes: they are reported, not touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.share import folders
+
+#: files smaller than this are left alone by default (configs and tokenizer files that a user may edit in place)
+DEFAULT_MIN_SIZE = 1 << 20
+_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+@dataclass
+class DupGroup:
+    sha256: str
+    size: int
+    keeper: str
+    duplicates: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)  # per duplicate: reflink | hardlink | would (dry run)
+
+
+@dataclass
+class DedupeResult:
+    scanned_files: int = 0
+    hashed_files: int = 0
+    groups: list[DupGroup] = field(default_factory=list)
+    reclaimed_bytes: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    dry_run: bool = False
+
+
+def scan_roots(layout: RootLayout, extra_dirs: Iterable[Path] = ()) -> list[Path]:
+    """Folders to look in: the root's model folders, linked UI folders, ``extra_dirs``."""
+    dirs: list[Path] = [layout.models_dir]
+    for paths in folders.root_folders(layout).values():
+        dirs += paths
+    record = folders.read_links(layout)
+    for comfy in record.get("comfyui", {}):
+        dirs.append(Path(comfy) / "models")
+    for webui in record.get("a1111", {}):
+        dirs += [Path(webui) / "models", Path(webui) / "embeddings"]
+    dirs += [Path(d).absolute() for d in extra_dirs]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d not in out:
+            out.append(d)
+    return out
+
+
+def _skip_dir(layout: RootLayout, path: Path) -> bool:
+    return path.name.startswith(".") or path in (layout.partial_dir, layout.manifests_dir)
+
+
+def collect(layout: RootLayout, extra_dirs: Iterable[Path] = (), min_size: int = DEFAULT_MIN_SIZE) -> dict[tuple[int, int], list[Path]]:
+    """(device, inode) -> paths of that file, for regular files of at least ``min_size`` bytes."""
+    files: dict[tuple[int, int], list[Path]] = {}
+    seen_paths: set[Path] = set()
+
+    def add(p: Path) -> None:
+        if p in seen_paths:
+            return
+        try:
+            st = p.lstat()
+        except OSError:
+            return
+        if not _is_regular(st.st_mode) or st.st_size < max(min_size, 1):
+            return
+        seen_paths.add(p)
+        files.setdefault((st.st_dev, st.st_ino), []).append(p)
+
+    for base in scan_roots(layout, extra_dirs):
+        for dirpath, dirnames, filenames in os.walk(base):  # does not follow symlinked folders
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if not _skip_dir(layout, here / d))
+            for name in sorted(filenames):
+                add(here / name)
+    for m in mf.all_manifests(layout):  # models registered in place, outside the root
+        for rec in m.files:
+            p = layout.absolute(rec.path)
+            if not layout.is_inside_models(p):
+                add(p.absolute())
+    return files
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)
+
+
+def _stat_key(p: Path) -> tuple[int, int, int, int]:
+    st = p.lstat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _reflink(src: Path, dest: Path) -> bool:
+    """Copy-on-write clone of ``src`` at ``dest`` (new file); False where the filesystem has none."""
+    try:
+        with open(src, "rb") as fin, open(dest, "xb") as fout:
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+        return True
+    except OSError as exc:
+        try:
+            dest.unlink()
+        except FileNotFoundError:
+            pass
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EBADF):
+            return False
+        raise
+
+
+def _replace_with(keeper: Path, dup: Path, use_reflink: bool) -> str:
+    tmp = dup.with_name(f".{dup.name}.dedupe-tmp")
+    if tmp.exists():
+        tmp.unlink()
+    method = "reflink" if use_reflink and _reflink(keeper, tmp) else "hardlink"
+    if method == "hardlink":
+        os.link(keeper, tmp)
+    try:
+        os.replace(tmp, dup)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return method
+
+
+def dedupe(
+    layout: RootLayout,
+    *,
+    dry_run: bool = False,
+    extra_dirs: Iterable[Path] = (),
+    min_size: int = DEFAULT_MIN_SIZE,
+    reflink: bool = True,
+    progress: Callable[[str], None] | None = None,
+    before_replace: Callable[[Path, Path], None] | None = None,
+) -> DedupeResult:
+    """Find identical files and (unless ``dry_run``) make them share one copy.
+
+    :param before_replace: called with (keeper, duplicate) after the scan and before the re-check
+        (the point where another program could still change a file; tests use it to do exactly that).
+    """
+    result = DedupeResult(dry_run=dry_run)
+    by_inode = collect(layout, extra_dirs, min_size)
+    result.scanned_files = sum(len(v) for v in by_inode.values())
+    by_size: dict[int, list[tuple[int, int]]] = {}
+    for key, paths in by_inode.items():
+        by_size.setdefault(paths[0].lstat().st_size, []).append(key)
+    models_dir = layout.models_dir.resolve()
+    replaced: dict[Path, Path] = {}
+    for size, keys in sorted(by_size.items(), reverse=True):
+        if len(keys) < 2:
+            continue
+        by_hash: dict[str, list[tuple[int, int]]] = {}
+        stats: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+        for key in keys:
+            p = by_inode[key][0]
+            if progress:
+                progress(str(p))
+            try:
+                stats[key] = _stat_key(p)
+                digest = mf.sha256_file(p)
+            except OSError as exc:
+                result.skipped.append((str(p), f"cannot read ({exc.strerror or exc})"))
+                continue
+            result.hashed_files += 1
+            by_hash.setdefault(digest, []).append(key)
+        for digest, same in by_hash.items():
+            if len(same) < 2:
+                continue
+
+            def rank(key: tuple[int, int]) -> tuple:
+                paths = by_inode[key]
+                inside = any(_inside(p, models_dir) for p in paths)
+                return (not inside, -len(paths), str(sorted(paths)[0]))
+
+            same.sort(key=rank)
+            keeper_key = same[0]
+            keeper = sorted(by_inode[keeper_key])[0]
+            group = DupGroup(digest, size, str(keeper))
+            keeper_ok: bool | None = None
+            for key in same[1:]:
+                if key[0] != keeper_key[0]:
+                    for p in by_inode[key]:
+                        result.skipped.append((str(p), f"same bytes as {keeper} but on another filesystem; not merged"))
+                    continue
+                if dry_run:
+                    group.duplicates += [str(p) for p in sorted(by_inode[key])]
+                    group.methods += ["would"] * len(by_inode[key])
+                    result.reclaimed_bytes += size
+                    continue
+                all_done = True
+                for dup in sorted(by_inode[key]):
+                    if before_replace is not None:
+                        before_replace(keeper, dup)
+                    if keeper_ok is None:  # re-hash the kept file right before its first use
+                        keeper_ok = _unchanged(keeper, stats[keeper_key], digest)
+                        if not keeper_ok:
+                            result.skipped.append((str(keeper), "changed since the scan; nothing merged with it"))
+                    if not keeper_ok:
+                        break
+                    if not _unchanged(dup, stats[key], digest):
+                        all_done = False
+                        result.skipped.append((str(dup), "changed since the scan; not merged"))
+                        continue
+                    try:
+                        method = _replace_with(keeper, dup, reflink)
+                    except OSError as exc:
+                        all_done = False
+                        result.skipped.append((str(dup), f"cannot replace ({exc.strerror or exc}); left as it was"))
+                        continue
+                    group.duplicates.append(str(dup))
+                    group.methods.append(method)
+                    replaced[dup] = keeper
+                if not keeper_ok:
+                    break
+                if all_done:
+                    result.reclaimed_bytes += size
+            if group.duplicates:
+                result.groups.append(group)
+    if replaced:
+        _refresh_manifests(layout, set(replaced))
+    return result
+
+
+def _unchanged(p: Path, before: tuple[int, int, int, int], digest: str) -> bool:
+    """True when ``p`` is still the file that was scanned: same inode, size and mtime, and re-hashed now to ``digest``."""
+    try:
+        if _stat_key(p) != before:
+            return False
+        now = mf.sha256_file(p)
+        return now == digest and _stat_key(p) == before
+    except OSError:
+        return False
+
+
+def _inside(p: Path, models_dir: Path) -> bool:
+    try:
+        p.resolve().relative_to(models_dir)
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _refresh_manifests(layout: RootLayout, paths: set[Path]) -> None:
+    """A replaced file has the kept file's mtime: record it, so ``verify``'s quick check does not re-hash."""
+    for m in mf.all_manifests(layout):
+        changed = False
+        files = []
+        for rec in m.files:
+            p = layout.absolute(rec.path).absolute()
+            if p in paths:
+                try:
+                    rec = dataclasses.replace(rec, mtime_ns=p.stat().st_mtime_ns)
+                    changed = True
+                except OSError:
+                    pass
+            files.append(rec)
+        if changed:
+            mf.write_manifest(layout, dataclasses.replace(m, files=tuple(files)))
