@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert_command.register_subcommand(subparsers)
     web.register_subcommand(subparsers)
+    from invokeai_model_install.app import share_commands  # link, unlink, dedupe, freeze
+
+    share_commands.register_subcommands(subparsers)
 
     headless = _load_headless()
     if headless is not None:

@@ -28,7 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 _PLAN_DESTS = (
     "yes", "default_only", "add", "delete", "purge", "scan_dir", "autoscan", "convert", "full_precision",
-    "prediction_type", "device", "dry_run", "plan", "json",
+    "prediction_type", "device", "dry_run", "plan", "json", "lock_files",
 )
 
 
@@ -72,6 +72,8 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--plan", metavar="FILE",
                    help="read the plan from a YAML file (flags add to it); keys: install, add, remove, purge, scan_dir, "
                         "autoscan, convert, precision, device, prediction_type")
+    g.add_argument("--lock-files", "--lock_files", dest="lock_files", metavar="DIR",
+                   help="with --plan LOCK_FILE (from `freeze`): take the locked files from DIR (found by sha256), offline")
     g.add_argument("--json", action="store_true", help="print a machine-readable result (JSON) on stdout instead of progress")
 
 
@@ -185,6 +187,10 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
         precision="fp32" if getattr(args, "full_precision", False) else base.precision,
         device=getattr(args, "device", None) or base.device,
         prediction_type=getattr(args, "prediction_type", None) or base.prediction_type,
+        convert_models=base.convert_models,
+        delete_original=base.delete_original,
+        locked=base.locked,
+        lock_files=_lock_files(args, base),
         extra=base.extra,
     )
 
@@ -237,6 +243,18 @@ def check_names(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None
                     f"did you mean {close[0]!r}? `invokeai-model-install list` shows the names" if close
                     else "run `invokeai-model-install list` to see the names",
                 )
+
+
+def _lock_files(args: argparse.Namespace, base: InstallPlan) -> Optional[Path]:
+    given = getattr(args, "lock_files", None)
+    if not given:
+        return base.lock_files
+    path = Path(os.path.expanduser(given)).absolute()
+    if not path.is_dir():
+        raise UsageError(f"--lock-files {given}: no such folder", "give the folder that holds the locked files")
+    if not base.locked:
+        raise UsageError("--lock-files needs --plan LOCK_FILE (a file written by `freeze`)", "add --plan FILE")
+    return path
 
 
 # --- running ----------------------------------------------------------------------------------

@@ -55,6 +55,11 @@ def resolve_plan(plan: InstallPlan, layout: RootLayout, settings: Any = None, ca
                                    + (", deleting the original" if plan.delete_original else ""), destination=where,
                                    status="" if stanza else "not installed"))
             continue
+        if item.action == "locked":
+            from invokeai_model_install.install.locked import plan_locked
+
+            out.append(plan_locked(item, plan, layout))
+            continue
         if item.action == "remove":
             stanza = stanzas.get(item.line)
             where = str(stanza.get("path") or stanza.get("weights") or "") if stanza else ""

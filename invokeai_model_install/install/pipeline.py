@@ -60,6 +60,10 @@ def run_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
         raise item.error
     if item.action == "remove":
         return remove_model(item, ctx)
+    if item.action == "locked":
+        from invokeai_model_install.install.locked import install_locked_item
+
+        return install_locked_item(item, ctx)
     if item.action == "convert-installed":
         from invokeai_model_install.install.convert_installed import convert_installed_item
 

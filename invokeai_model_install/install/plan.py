@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 Precision = Literal["fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -31,6 +31,8 @@ class InstallPlan:
     :param device: where conversion runs: ``auto`` picks CUDA when present.
     :param convert_models: installed single-file models (by name) to convert to diffusers in place
         of their stanza (``convert NAME``, the web page's "Convert to Diffusers"); nothing is downloaded.
+    :param locked: models of a lock file (``share.lockfile.LockedModel``), reproduced byte for byte.
+    :param lock_files: a folder to take locked files from (found by size and sha256) instead of the network.
     :param delete_original: with ``convert_models``, delete each converted checkpoint (only inside ``models/``).
     :param prediction_type: answer for SD2 checkpoints whose prediction type is
         undecided; ``None`` means ask (the front end's callback), or skip the item
@@ -49,6 +51,8 @@ class InstallPlan:
     prediction_type: Optional[PredictionType] = None
     convert_models: tuple[str, ...] = ()
     delete_original: bool = False
+    locked: tuple[Any, ...] = ()
+    lock_files: Optional[Path] = None
     extra: tuple[tuple[str, str], ...] = field(default=())  # reserved for front-end notes
 
     def is_empty(self) -> bool:
@@ -58,6 +62,7 @@ class InstallPlan:
             or self.remove_starters
             or self.imports
             or self.convert_models
+            or self.locked
             or self.scan_dir is not None
             or self.autoscan is not None
         )

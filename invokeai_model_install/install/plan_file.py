@@ -17,6 +17,10 @@ Example::
     device: auto                 # cpu, cuda, mps
     prediction_type: v           # answer for SD-2 checkpoints (epsilon or v)
 
+A lock file written by ``freeze`` is a plan file too: ``lock_version: 1`` and a ``locked`` list of models
+with their files, sizes and sha256 (see :mod:`invokeai_model_install.share.lockfile`); ``lock_files: DIR``
+takes the locked files from a folder instead of the network.
+
 Every problem in the file is collected and reported at once in one
 :class:`ConfigError` naming the file and the keys.
 """
@@ -48,7 +52,14 @@ _KEYS = {
     "precision": "precision",
     "device": "device",
     "prediction_type": "prediction_type",
+    # lock files (`freeze`): see share/lockfile.py
+    "locked": "locked",
+    "lock_files": "lock_files",
+    "lock_version": "lock_version",
+    "frozen_from": "frozen_from",
+    "frozen_at": "frozen_at",
 }
+_INFO_ONLY = ("lock_version", "frozen_from", "frozen_at")
 _CHOICES = {"precision": ("fp16", "fp32"), "device": ("auto", "cpu", "cuda", "mps"), "prediction_type": ("epsilon", "v")}
 
 
@@ -97,6 +108,19 @@ def parse_plan(data: Any, source: str = "<plan>", base_dir: Path | None = None) 
         if field in values:
             problems.append(f"{key!r} repeats {field!r}")
             continue
+        if field == "lock_version":
+            from invokeai_model_install.share.lockfile import LOCK_VERSION
+
+            if value != LOCK_VERSION:
+                problems.append(f"'lock_version' {value!r} is not one this installer reads ({LOCK_VERSION}); update invokeai-model-install")
+            continue
+        if field in _INFO_ONLY:
+            continue
+        if field == "locked":
+            from invokeai_model_install.share.lockfile import parse_locked
+
+            values[field] = parse_locked(value, problems)
+            continue
         if field in ("install_starters", "remove_starters"):
             values[field] = _str_list(value, str(key), problems)
         elif field == "imports":
@@ -111,7 +135,7 @@ def parse_plan(data: Any, source: str = "<plan>", base_dir: Path | None = None) 
                 problems.append(f"{key!r} must be true, false or empty, got {value!r}")
             else:
                 values[field] = value
-        elif field == "scan_dir":
+        elif field in ("scan_dir", "lock_files"):
             if value is None:
                 continue
             if not isinstance(value, str) or not value.strip():
@@ -128,6 +152,8 @@ def parse_plan(data: Any, source: str = "<plan>", base_dir: Path | None = None) 
                 problems.append(f"{key!r} must be one of {', '.join(_CHOICES[field])}, got {value!r}")
             else:
                 values[field] = value
+    if values.get("lock_files") is not None and not values["lock_files"].is_dir():
+        problems.append(f"'lock_files' {str(values['lock_files'])!r} is not a folder")
     if values.get("autoscan") is True and values.get("scan_dir") is None:
         problems.append("'autoscan: true' needs 'scan_dir'")
     if problems:

@@ -91,6 +91,8 @@ def build_items(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None
         items.append(WorkItem(id=next_id(), label=f"remove {name}", action="remove", line=name))
     for name in plan.convert_models:  # installed checkpoints to diffusers (install.convert_installed)
         items.append(WorkItem(id=next_id(), label=f"convert {name}", action="convert-installed", line=name))
+    for model in plan.locked:  # a lock file's models (install.locked)
+        items.append(WorkItem(id=next_id(), label=f"{model.name} (locked)", action="locked", line=model.name, source=model))
     if plan.install_starters:
         from invokeai_model_install.root.catalog import load_catalog
 
@@ -255,6 +257,9 @@ def _known_total(items: list[WorkItem]) -> int:
     """Bytes to fetch when every item is a starter with a catalogue size, else -1 (unknown)."""
     total = 0
     for item in items:
+        if item.action == "locked":
+            total += item.source.total_size
+            continue
         if item.action != "install":
             continue
         if item.starter is None or not item.starter.size:

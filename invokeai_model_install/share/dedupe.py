@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +117,10 @@ def _stat_key(p: Path) -> tuple[int, int, int, int]:
 
 def _reflink(src: Path, dest: Path) -> bool:
     """Copy-on-write clone of ``src`` at ``dest`` (new file); False where the filesystem has none."""
+    try:
+        import fcntl  # not on Windows: no reflinks there
+    except ImportError:
+        return False
     try:
         with open(src, "rb") as fin, open(dest, "xb") as fout:
             fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())

@@ -1,0 +1,173 @@
+"""Lock files: freeze root A, install from the file into root B byte for byte; a changed file is refused by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from invokeai_model_install.app import cli
+from invokeai_model_install.app.configure import create_layout
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.install.plan_file import load_plan_file
+from invokeai_model_install.install.worker import run_plan
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.root.registry import Registry
+from tests.sharefixtures import populate_root, publish
+
+
+def tree(layout: RootLayout) -> dict[str, bytes]:
+    """Every model file of a root (not the installer's own bookkeeping) -> its bytes."""
+    out = {}
+    for p in sorted(layout.models_dir.rglob("*")):
+        rel = p.relative_to(layout.root).as_posix()
+        if p.is_file() and not rel.startswith(("models/.partial", "models/.manifests", "models/.links")):
+            out[rel] = p.read_bytes()
+    return out
+
+
+def freeze_to(layout: RootLayout, path: Path) -> dict:
+    assert cli.main(["--root", str(layout.root), "freeze", "--output", str(path)]) == 0
+    return yaml.safe_load(path.read_text())
+
+
+def install(root_b: Path, lock: Path, *extra: str) -> int:
+    if not RootLayout(root_b).exists():
+        create_layout(RootLayout(root_b))  # what `invokeai-configure --skip-sd-weights` leaves on a new machine
+    return cli.main(["--root", str(root_b), "--plan", str(lock), *extra])
+
+
+@pytest.fixture
+def root_a(tmp_path, hub_server, tiny_models, file_server, tiny_extras):
+    """A root with two hub models (pipeline, VAE) and a LoRA from a URL."""
+    layout = RootLayout(tmp_path / "a")
+    create_layout(layout)
+    publish(hub_server, tiny_models)
+    shutil.copy(tiny_extras["lora-sd-1.safetensors"], file_server.folder / "style.safetensors")
+    plan = InstallPlan(imports=("test/tiny-sd", "test/tiny-vae", file_server.url_for("style.safetensors")))
+    assert run_plan(plan, layout).ok
+    return layout
+
+
+@pytest.fixture(autouse=True)
+def thread_worker(monkeypatch):
+    monkeypatch.setenv("INVOKEAI_INSTALL_WORKER", "thread")
+
+
+def test_freeze_then_install_reproduces_the_root_byte_for_byte(root_a, tmp_path, hub_server, capsys):
+    lock = tmp_path / "models.lock.yaml"
+    doc = freeze_to(root_a, lock)
+    assert doc["lock_version"] == 1 and len(doc["locked"]) == 3
+    sd = next(m for m in doc["locked"] if m["name"] == "tiny-sd")
+    assert sd["origin"] == {"hub": "test/tiny-sd"} and sd["revision"] == hub_server.repos["test/tiny-sd"].revisions["main"]
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for m in doc["locked"] for f in m["files"])
+    assert isinstance(load_plan_file(lock).locked[0].files[0].size, int)  # a lock file is a plan file
+
+    root_b = RootLayout(tmp_path / "b")
+    assert install(root_b.root, lock) == 0
+    assert tree(root_b) == tree(root_a)
+    assert Registry(root_b.models_yaml).load() == Registry(root_a.models_yaml).load()
+    for m in mf.all_manifests(root_b):
+        assert m.state == "installed" and mf.verify_manifest(root_b, m, full=True) == []
+        assert m.key == mf.read_manifest(root_a, m.name).key  # re-runs of the original --add find it installed
+    # again: nothing fetched, nothing changed
+    capsys.readouterr()
+    assert install(root_b.root, lock, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {o["status"] for o in out["items"]} == {"skipped"}, out
+
+
+def test_a_file_changed_on_the_hub_under_the_same_revision_is_refused(root_a, tmp_path, hub_server, capsys):
+    lock = tmp_path / "lock.yaml"
+    freeze_to(root_a, lock)
+    repo = hub_server.repos["test/tiny-sd"]
+    files = repo.commits[repo.revisions["main"]]
+    rel = "unet/diffusion_pytorch_model.safetensors"
+    evil = tmp_path / "evil.safetensors"
+    data = bytearray(files[rel].disk.read_bytes())
+    data[-1] ^= 0xFF
+    evil.write_bytes(bytes(data))
+    files[rel] = dataclasses.replace(files[rel], disk=evil, sha256=hashlib.sha256(bytes(data)).hexdigest())
+    root_b = RootLayout(tmp_path / "b")
+    capsys.readouterr()
+    hub_server.stats.reset()
+    assert install(root_b.root, lock) == 1
+    err = capsys.readouterr().err
+    assert "tiny-sd" in err and rel in err and "changed on the server under the same revision" in err
+    assert not root_b.kind_dir("main-diffusers").joinpath("tiny-sd").exists()
+    assert "tiny-sd" not in Registry(root_b.models_yaml).load()
+    assert {"tiny-vae", "style"} <= set(Registry(root_b.models_yaml).load())  # the other models still install
+    assert hub_server.stats.requests_for(f"*{rel}", "GET") == []  # refused before downloading a byte of it
+
+
+def test_a_small_file_changed_on_the_hub_is_refused_after_download(root_a, tmp_path, hub_server, capsys):
+    lock = tmp_path / "lock.yaml"
+    freeze_to(root_a, lock)
+    repo = hub_server.repos["test/tiny-vae"]
+    files = repo.commits[repo.revisions["main"]]
+    changed = tmp_path / "config.json"
+    original = files["config.json"].disk.read_text()
+    changed.write_text(original.replace("\"", "'", 1).replace("'", "\"", 1)[:-1] + " ")  # same size, other bytes
+    assert changed.stat().st_size == files["config.json"].size and changed.read_bytes() != files["config.json"].disk.read_bytes()
+    from tests.hubserver import _git_oid, _sha256_file
+
+    files["config.json"] = dataclasses.replace(files["config.json"], disk=changed, sha256=_sha256_file(changed),
+                                               git_oid=_git_oid(changed, changed.stat().st_size))
+    root_b = RootLayout(tmp_path / "b")
+    capsys.readouterr()
+    assert install(root_b.root, lock) == 1
+    err = capsys.readouterr().err
+    assert "config.json" in err
+    assert "tiny-vae" not in Registry(root_b.models_yaml).load()
+
+
+def test_offline_from_a_folder_of_files(tmp_path, hub_server, tiny_models, tiny_extras, tiny_checkpoints, capsys):
+    root_a = populate_root(tmp_path / "a", hub_server, tiny_models, tiny_extras, tiny_checkpoints)
+    lock = tmp_path / "lock.yaml"
+    freeze_to(root_a, lock)
+    hub_server.stop()  # no network from here on
+    files = tmp_path / "usb"
+    shutil.copytree(root_a.models_dir, files / "whatever-layout")
+    root_b = RootLayout(tmp_path / "b")
+    capsys.readouterr()
+    # the hub is down: every file comes from the folder (found by size and sha256, whatever its layout there)
+    assert install(root_b.root, lock, "--lock-files", str(files)) == 0, capsys.readouterr().err
+    # local files of root A were registered where they were (inside A); B holds them at the same root-relative paths
+    assert tree(root_b) == tree(root_a)
+    assert set(Registry(root_b.models_yaml).load()) == set(Registry(root_a.models_yaml).load())
+    # a folder missing one file: refused, naming it
+    victim = next((files / "whatever-layout").rglob("tiny-lora-sd-1.safetensors"))
+    victim.unlink()
+    root_c = RootLayout(tmp_path / "c")
+    capsys.readouterr()
+    assert install(root_c.root, lock, "--lock-files", str(files)) == 1
+    assert "tiny-lora-sd-1.safetensors" in capsys.readouterr().err
+
+
+def test_two_processes_installing_one_lock_into_one_shared_root(root_a, tmp_path, hub_server):
+    lock = tmp_path / "lock.yaml"
+    freeze_to(root_a, lock)
+    shared = tmp_path / "shared"
+    env = {**os.environ, "HF_ENDPOINT": hub_server.url, "INVOKEAI_INSTALL_WORKER": "thread"}
+    cmd = [sys.executable, "-m", "invokeai_model_install", "--root", str(shared), "--yes", "--plan", str(lock), "--json"]
+    # --yes: the first one to run creates the root; both then install the same three models at once
+    create_layout(RootLayout(shared))
+    cmd.remove("--yes")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=Path(__file__).parent.parent)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1].decode()[-2000:] for o in outs]
+    statuses = sorted(o["status"] for out, _ in outs for o in json.loads(out)["items"])
+    assert statuses.count("installed") == 3 and statuses.count("skipped") == 3  # each model fetched once
+    layout = RootLayout(shared)
+    assert tree(layout) == tree(root_a)
+    assert set(Registry(layout.models_yaml).load()) == {"tiny-sd", "tiny-vae", "style"}
