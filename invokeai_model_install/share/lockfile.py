@@ -377,7 +377,7 @@ def _fetch(model: LockedModel, staged: Path, layout: RootLayout, settings: Any, 
     else:
         why = "it was converted from a checkpoint" if "converted_from" in origin else "it was registered from a local file"
         raise LockMismatchError(f"{model.name}: its files are not at {model.path} and {why}, so no server has them",
-                                "pass --lock-files FOLDER holding a copy of them (for example the original root)")
+                                "pass --lock-files FOLDER holding a copy of them, e.g. the original root's models folder")
     stage("download", f"{model.name}: {len(resolved.files)} file(s)")
     result = download(resolved, staged, partial_dir=layout.partial_dir, settings=settings, on_event=on_event, cancel=cancel)
     by_rel = {model.rel(f): f.path for f in model.files}
