@@ -454,7 +454,8 @@ def test_settings_from_env(tmp_path):
     s = DownloadSettings.from_env(env)
     assert s.hf_endpoint == "http://mirror.example:8080" and s.offline and s.max_connections == 3
     assert s.hf_token == "hf_from_store"
-    assert s.url_tokens == (("civitai.com", "civ"), ("models.example.org", "abc"), ("*.cdn.example:8443", "def"))
+    assert s.url_tokens == (("civitai.com", "civ"), ("civitai.green", "civ"), ("civitai.red", "civ"),
+                            ("models.example.org", "abc"), ("*.cdn.example:8443", "def"))
     assert "hf_from_store" not in repr(s) and "civ'" not in repr(s)
     s2 = DownloadSettings.from_env({"HF_TOKEN": "hf_env", "HF_TOKEN_PATH": str(token_file), "INVOKEAI_MAX_CONNECTIONS": "x"})
     assert s2.hf_token == "hf_env" and s2.hf_endpoint == "https://huggingface.co" and not s2.offline and s2.max_connections == 8

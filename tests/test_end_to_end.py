@@ -180,6 +180,17 @@ def test_url_checkpoint_single_file_legacy_stanza(root, file_server, tiny_checkp
     assert (root.root / s["config"]).is_file()
 
 
+def test_a_url_without_a_file_name_is_named_after_the_servers_file(root, file_server, tiny_extras):
+    """civitai's /api/download/models/ID: the model takes the name from Content-Disposition, not "ID"."""
+    shutil.copy(tiny_extras["lora-sd-1.safetensors"], file_server.folder / "blob")
+    url = file_server.route("/api/download/models/4384", "blob")
+    file_server.content_disposition["blob"] = 'attachment; filename="ghibli-style_v2.safetensors"'
+    result, _ = run(root, InstallPlan(imports=(url,)))
+    assert result.ok, result.failed
+    assert "ghibli-style_v2" in stanzas(root) and "4384" not in stanzas(root)
+    assert (root.kind_dir("lora") / "ghibli-style_v2.safetensors").is_file()
+
+
 def test_folder_scan_and_autoscan(root, tmp_path, tiny_checkpoints, tiny_extras):
     scan = tmp_path / "downloads"
     (scan / "loras").mkdir(parents=True)

@@ -35,6 +35,10 @@ def test_gated_names_the_license_page_and_token_hints():
     err = http_errors.error_for_status(403, "http://hub.local:1/o/n/resolve/abc/unet/x.safetensors", headers={"X-Error-Code": "GatedRepo"}, hub_endpoint="http://hub.local:1")
     assert "http://hub.local:1/o/n" in str(err) and "HF_TOKEN" in err.hint
     assert "CIVITAI_API_TOKEN" in http_errors.error_for_status(401, "https://civitai.com/api/download/models/1").hint
+    for host in ("civitai.green", "civitai.red", "www.civitai.red"):
+        hint = http_errors.error_for_status(401, f"https://{host}/api/download/models/1").hint
+        assert "CIVITAI_API_TOKEN" in hint and host in hint
+    assert "CIVITAI_API_TOKEN" not in http_errors.error_for_status(401, "https://evilcivitai.com/x").hint
     assert "huggingface-cli login" in http_errors.error_for_status(401, "https://huggingface.co/o/n/resolve/main/x").hint
 
 

@@ -43,3 +43,27 @@ def test_redact():
     out = tokens.redact(text, S)
     assert "hf_abcdef" not in out and "civ_123456" not in out and "token=abc" not in out
     assert "token=***" in out and "v=2" in out
+
+
+def test_the_civitai_token_goes_to_every_civitai_host_and_no_look_alike():
+    from invokeai_model_install.net.settings import DownloadSettings
+
+    s = DownloadSettings.from_env({"CIVITAI_API_TOKEN": "civ_abcdef"})
+    for url in ("https://civitai.com/api/download/models/1", "https://civitai.green/api/download/models/1",
+                "https://civitai.red/api/download/models/1", "https://www.civitai.green/x", "https://CIVITAI.RED/x"):
+        assert tokens.token_for(url, s) == "civ_abcdef", url
+    for url in ("https://evilcivitai.green/x", "https://civitai.red.evil.net/x", "https://civitai.blue/x",
+                "https://huggingface.co/x"):
+        assert tokens.token_for(url, s) is None, url
+
+
+def test_civitai_hosts_have_one_definition():
+    from invokeai_model_install.net import sources
+
+    assert sources.CIVITAI_HOSTS == ("civitai.com", "civitai.green", "civitai.red")
+    assert all(sources.is_civitai_url(f"https://{h}/api/download/models/9") for h in sources.CIVITAI_HOSTS)
+    assert not sources.is_civitai_url("https://notcivitai.com/x")
+    # a civitai URL never names its file, even when it ends like one (the server's name is used)
+    assert not sources.url_names_its_file("https://civitai.red/api/download/models/9?type=x.safetensors")
+    assert sources.url_names_its_file("https://example.org/models/dream.safetensors")
+    assert not sources.url_names_its_file("https://example.org/api/download/models/42")

@@ -183,6 +183,11 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
     subject = staged / single if single else staged
     check_safety(subject, ctx, spec.label, delete_on_danger=True)  # before anything reads it
     pr = probe_path(subject, spec.label)
+    if single and type(spec.source).__name__ == "UrlSource":
+        from invokeai_model_install.net.sources import url_names_its_file
+
+        if not url_names_its_file(spec.source.url):  # civitai's /api/download/models/ID: named after the server's file name
+            spec.base_name = Path(single).stem or spec.base_name
     if getattr(resolved, "kind_hint", None) == "main-diffusers" and not single:
         kind = "main"
     else:

@@ -24,7 +24,7 @@ from invokeai_model_install.errors import (
     NotFoundError,
     OfflineError,
 )
-from invokeai_model_install.net.sources import MODEL_SUFFIXES, redact_url
+from invokeai_model_install.net.sources import MODEL_SUFFIXES, is_civitai_host, redact_url
 from invokeai_model_install.net.tokens import same_host
 
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
@@ -40,8 +40,8 @@ def token_hint(url: str, hub_endpoint: str | None = None) -> str:
     host = _host(url)
     if (hub_endpoint and same_host(url, hub_endpoint)) or host.endswith(("huggingface.co", "hf.co")):
         return "log in with `huggingface-cli login` (or set HF_TOKEN) and accept the model's license on its page"
-    if host.endswith("civitai.com"):
-        return "set CIVITAI_API_TOKEN to an API key from civitai.com (Account settings > API keys)"
+    if is_civitai_host(host):
+        return f"set CIVITAI_API_TOKEN to an API key from {host} (Account settings > API keys)"
     return "if the site needs a login, set INVOKEAI_URL_TOKENS='host=token' for it"
 
 

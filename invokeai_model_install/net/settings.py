@@ -21,7 +21,7 @@ class DownloadSettings:
     """Everything the engine needs to know about the network; build it with :meth:`from_env`.
 
     ``url_tokens`` maps host patterns to tokens (see :mod:`tokens`): ``CIVITAI_API_TOKEN`` gives
-    ``("civitai.com", token)``; ``INVOKEAI_URL_TOKENS="host.example=TOKEN,*.cdn.example:8443=TOKEN2"`` adds
+    ``(host, token)`` for each of civitai's hosts (``sources.CIVITAI_HOSTS``); ``INVOKEAI_URL_TOKENS="host.example=TOKEN,*.cdn.example:8443=TOKEN2"`` adds
     more (comma or whitespace separated ``pattern=token`` pairs).  Tokens never appear in ``repr``.
     """
 
@@ -55,7 +55,9 @@ class DownloadSettings:
         token = env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or _stored_hf_token(env)
         url_tokens: list[tuple[str, str]] = []
         if env.get("CIVITAI_API_TOKEN"):
-            url_tokens.append(("civitai.com", env["CIVITAI_API_TOKEN"].strip()))
+            from invokeai_model_install.net.sources import CIVITAI_HOSTS
+
+            url_tokens += [(host, env["CIVITAI_API_TOKEN"].strip()) for host in CIVITAI_HOSTS]
         for pair in re.split(r"[,\s]+", env.get("INVOKEAI_URL_TOKENS", "").strip()):
             if "=" in pair:
                 pattern, _, tok = pair.partition("=")

@@ -28,6 +28,9 @@ _REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _REPO_RE = re.compile(rf"^(?P<repo>{_REPO_PART}/{_REPO_PART})(?P<rest>([:@][^\s:@]+){{0,2}})$")
 _HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+#: civitai's hosts: the site serves the same API under each name.  The one definition: tokens
+#: (``CIVITAI_API_TOKEN``), login hints and model names (from Content-Disposition) all use it.
+CIVITAI_HOSTS = ("civitai.com", "civitai.green", "civitai.red")
 _SECRET_PARAMS = re.compile(r"(?i)^(token|api_?key|access_token|auth|key|sig|signature|x-amz-signature|x-amz-credential|policy|key-pair-id)$")
 
 
@@ -268,3 +271,22 @@ def expand_folder(path: str | os.PathLike) -> list[LocalFileSource | LocalDiffus
                 continue
             out.append(LocalFileSource(path=here / f))
     return sorted(out, key=lambda s: str(s.path))
+
+
+def is_civitai_host(host: str | None) -> bool:
+    """True for civitai's hosts (:data:`CIVITAI_HOSTS`) and their subdomains; not for look-alikes."""
+    host = (host or "").lower().rstrip(".")
+    return any(host == h or host.endswith("." + h) for h in CIVITAI_HOSTS)
+
+
+def is_civitai_url(url: str) -> bool:
+    return is_civitai_host(urllib.parse.urlsplit(url).hostname)
+
+
+def url_names_its_file(url: str) -> bool:
+    """False when the URL's path does not end in a model file name (civitai's ``/api/download/models/ID``):
+    the file's name then comes from the server (Content-Disposition), and the model is named after it."""
+    if is_civitai_url(url):
+        return False
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    return path.lower().endswith(MODEL_SUFFIXES)

@@ -4,7 +4,7 @@ Rules (issue #3; the old installer put tokens in query strings and logs):
 
 - the HuggingFace token goes only to the hub host (the host:port of ``HF_ENDPOINT``, and huggingface.co /
   hf.co when the endpoint is the default);
-- a URL token (``CIVITAI_API_TOKEN`` -> civitai.com, or ``INVOKEAI_URL_TOKENS``) goes only to hosts that
+- a URL token (``CIVITAI_API_TOKEN`` -> civitai.com, civitai.green and civitai.red, or ``INVOKEAI_URL_TOKENS``) goes only to hosts that
   match its pattern;
 - a token is sent as ``Authorization: Bearer``, never in a URL, and never to a host reached through a
   redirect to another host (:func:`headers_after_redirect`);
