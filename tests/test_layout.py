@@ -43,7 +43,9 @@ def test_layout_paths(tmp_path: Path) -> None:
     assert layout.init_file == tmp_path / "invokeai.init"
     assert layout.kind_dir("main") == tmp_path / "models" / "checkpoints"
     assert layout.kind_dir("main-diffusers") == tmp_path / "models" / "diffusers"
-    assert set(KIND_DIRS) == {"main", "main-diffusers", "vae", "lora", "embedding", "controlnet"}
+    assert set(KIND_DIRS) == {"main", "main-diffusers", "vae", "lora", "embedding", "controlnet",
+                              "upscaler", "text_encoder", "clip_vision", "ip_adapter", "t2i_adapter"}
+    assert layout.kind_dir("upscaler") == tmp_path / "models" / "upscale_models"
     assert not layout.exists()
     (tmp_path / "configs").mkdir()
     assert layout.exists()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from invokeai_model_install.identify.families import NEWER_FAMILIES
 from invokeai_model_install.errors import ProbeError
 from invokeai_model_install.identify.headers import open_index
 from invokeai_model_install.identify.rules import (
@@ -135,7 +136,7 @@ def _probe_file(path: Path) -> ProbeResult:
     k = identify_index(index)
     global_step = int_or_none(metadata.get("global_step"))
     prediction = None
-    if k.kind == "main":
+    if k.kind == "main" and k.base not in NEWER_FAMILIES:
         prediction = _prediction_type(path, k.base, k.variant, global_step, metadata)
     return ProbeResult(
         kind=k.kind, base=k.base, variant=k.variant, prediction_type=prediction, format=fmt,

@@ -10,9 +10,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from invokeai_model_install.identify.families import identify_family
 from invokeai_model_install.identify.headers import TensorIndex, TensorInfo
 
-Kind = str  # "main" | "vae" | "lora" | "embedding" | "controlnet" | "unknown"
+Kind = str  # "main" | "vae" | "lora" | "embedding" | "controlnet" | "unknown", and from identify/families.py:
+# "upscaler" | "text_encoder" | "clip_vision" | "ip_adapter" | "t2i_adapter" | "diffusion_model"
 
 
 _UNET = "model.diffusion_model."
@@ -125,6 +127,9 @@ def identify_index(index: TensorIndex) -> Identification:
         return Identification("controlnet", BASE_BY_CONTEXT.get(ctx or -1))
     if index.get("controlnet_cond_embedding.conv_in.weight") is not None:  # a diffusers ControlNet in one file
         return Identification("controlnet", BASE_BY_CONTEXT.get(_last_dim(index.find("", "attn2.to_k.weight")) or -1))
+    family = identify_family(index)  # upscalers, CLIP, IP-/T2I-Adapter, SD 3/3.5, FLUX.1 (identify/families.py)
+    if family is not None:
+        return Identification(family.kind, family.base, family.variant)
     if index.has_prefix(_UNET):
         return _identify_main(index)
     if index.get("encoder.conv_in.weight") is not None and index.get("decoder.conv_in.weight") is not None:

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 from invokeai_model_install.errors import InstallerError, NotFoundError, ProbeError, QuestionUnanswered
 from invokeai_model_install.events import Event, ItemConverted, ItemVerified
 from invokeai_model_install.install.examine import check_safety, probe_path
@@ -198,6 +199,7 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
             raise ProbeError(f"{spec.label} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
                              "check that the source is a Stable Diffusion model, LoRA, VAE, embedding or ControlNet")
         raise ProbeError(f"{spec.label} is a {kind} model, expected a {spec.want_kind}", "check the catalogue entry")
+    _refuse_newer_family(kind, pr, spec.label, staged)
 
     revision = getattr(resolved, "commit", None)
     source_text = spec.source.label if spec.source is not None and hasattr(spec.source, "label") else spec.label
@@ -254,6 +256,7 @@ def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, c
     if pr.kind == "unknown":
         raise ProbeError(f"{path} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
                          "check the file; only Stable Diffusion models, LoRA, VAE, embeddings and ControlNet are handled")
+    _refuse_newer_family(pr.kind, pr, str(path), None)
     if convert and pr.kind == "main" and pr.format != "diffusers":
         ctx.stage("verify", "hashing the source")
         digest = mf.sha256_file(path, ctx.cancel)
@@ -327,6 +330,17 @@ def _convert_and_register(src: Path, spec: Spec, ctx: ItemContext, conv_key: str
     return register(m, ctx)
 
 
+def _refuse_newer_family(kind: str, pr: Any, label: str, staged: Path | None) -> None:
+    """SD 3/3.5, FLUX.1 ...: one line saying InvokeAI 2.3 cannot run it (the download is not kept)."""
+    from invokeai_model_install.identify.families import invokeai23_refusal
+
+    why = invokeai23_refusal(kind, pr.base, pr.variant)
+    if why is not None:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise ProbeError(f"{label}: {why}", "ComfyUI or a newer InvokeAI loads it; nothing was installed")
+
+
 def _resume_from_manifest(m: mf.Manifest, spec: Spec, ctx: ItemContext, vae: Any) -> Installed | None:
     """An earlier run's work: "already installed", or finish its registration; None when its files are broken."""
     layout = ctx.layout
@@ -335,6 +349,8 @@ def _resume_from_manifest(m: mf.Manifest, spec: Spec, ctx: ItemContext, vae: Any
         ctx.note(f"{m.name}: {len(problems)} file(s) missing or changed since the last run ({problems[0].path}); installing again")
         return None
     stanza = ctx.registry.load().get(m.name)
+    if m.state == "installed" and m.kind in UNREGISTERED_KINDS:
+        return Installed(m.name, layout.absolute(m.path), m.kind, "skipped", "already installed (files for other UIs)")
     if m.state == "installed" and stanza is not None and same_place(layout, stanza, m):
         if vae is not None and stanza.get("vae") != vae_for_stanza(stanza, vae):
             with ctx.registry.transaction() as doc:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from invokeai_model_install.events import ItemRegistered
+from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 from invokeai_model_install.install.item import Installed, ItemContext
 from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.root.layout import RootLayout
@@ -20,6 +21,12 @@ def register(m: mf.Manifest, ctx: ItemContext) -> Installed:
     """Add the manifest's stanza to models.yaml (unique name, never overwriting) and mark it installed."""
     layout = ctx.layout
     ctx.stage("register")
+    if m.kind in UNREGISTERED_KINDS:  # upscalers, CLIP, IP-/T2I-Adapters: files for other UIs, no stanza (InvokeAI 2.3 has no loader)
+        m = dataclasses.replace(m, state="installed", stanza={})
+        mf.write_manifest(layout, m)
+        ctx.note(f"{m.name}: kept in {layout.relative(layout.absolute(m.path))} for other UIs (`link comfyui`/`link a1111`); "
+                 "InvokeAI 2.3 does not load this kind, so models.yaml is left alone")
+        return Installed(m.name, layout.absolute(m.path), m.kind, "installed")
     stanza = dict(m.stanza)
     default_wanted = bool(stanza.pop("default", False))
     with ctx.registry.transaction() as doc:

@@ -17,6 +17,8 @@ Layout::
         lora/                       LoRA / LyCORIS files
         embeddings/                 textual-inversion embeddings
         controlnet/                 ControlNet models
+        upscale_models/ text_encoders/ clip_vision/ ipadapter/ t2i_adapter/
+                                    files kept for other UIs (ComfyUI, A1111); no models.yaml stanza
         .partial/                   resumable partial downloads (safe to delete)
         .manifests/                 one JSON manifest per installed model
 """
@@ -36,6 +38,12 @@ KIND_DIRS: dict[str, str] = {
     "lora": "lora",
     "embedding": "embeddings",
     "controlnet": "controlnet",
+    # kept for other UIs (ComfyUI, A1111), no models.yaml stanza: see identify/families.py
+    "upscaler": "upscale_models",
+    "text_encoder": "text_encoders",
+    "clip_vision": "clip_vision",
+    "ip_adapter": "ipadapter",
+    "t2i_adapter": "t2i_adapter",
 }
 
 

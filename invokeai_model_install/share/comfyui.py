@@ -49,9 +49,9 @@ COMFY_FOLDERS: dict[str, tuple[str, ...]] = {
     "controlnet": ("controlnet",),
     "t2i_adapter": ("controlnet",),  # ComfyUI loads T2I-Adapters with the ControlNet loader
     "upscaler": ("upscale_models",),
-    "clip": ("text_encoders", "clip"),
+    "text_encoder": ("text_encoders", "clip"),
     "clip_vision": ("clip_vision",),
-    "ipadapter": ("ipadapter",),
+    "ip_adapter": ("ipadapter",),
     "diffusion_model": ("diffusion_models", "unet"),
 }
 
