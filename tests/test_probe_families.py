@@ -191,3 +191,36 @@ def test_a_newer_family_is_refused_in_an_invokeai_root_in_one_line(root, file_se
     local = write(tmp_path / "local" / name, build())
     result = run_plan(InstallPlan(imports=(str(local),)), root)
     assert "InvokeAI 2.3 cannot run it" in result.failed[0].one_line() and local.is_file()
+
+
+def test_in_place_registers_a_comfyui_tree_where_it_is(root, tmp_path, tiny_checkpoints, tiny_extras, capsys):
+    """`--add ~/ComfyUI/models --in-place`: every model this root can use is registered where it lies; nothing is
+    copied, moved or converted; a FLUX file is left alone with a note (not a failure)."""
+    from invokeai_model_install.app import cli
+
+    tree = tmp_path / "ComfyUI" / "models"
+    ckpt = tree / "checkpoints" / "dreamshaper.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(tiny_checkpoints[("sd-1", "safetensors")], ckpt)
+    lora = tree / "loras" / "sub" / "style.safetensors"
+    lora.parent.mkdir(parents=True)
+    shutil.copy(tiny_extras["lora-sd-1.safetensors"], lora)
+    up = write(tree / "upscale_models" / "RealESRGAN_x4plus.pth", {"params_ema": rrdbnet()}, "pt")
+    flux = write(tree / "diffusion_models" / "flux1-dev.safetensors", flux_dit())
+    before = {p: p.stat().st_ino for p in tree.rglob("*") if p.is_file()}
+    root_files = {p for p in root.root.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    code = cli.main(["--root", str(root.root), "--add", str(tree), "--in-place", "--json"])
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    by_path = {o["path"]: o["status"] for o in out["items"]}
+    assert by_path[str(flux)] == "skipped" and "InvokeAI 2.3 cannot run it" in next(o["message"] for o in out["items"] if o["path"] == str(flux))
+    stanzas = Registry(root.models_yaml).load()
+    assert stanzas["dreamshaper"]["weights"] == str(ckpt) and stanzas["style"]["path"] == str(lora)
+    assert {m.name: m.path for m in mf.all_manifests(root)}["RealESRGAN_x4plus"] == str(up)  # no stanza, in place
+    assert {p: p.stat().st_ino for p in tree.rglob("*") if p.is_file()} == before  # nothing moved or rewritten
+    new = {p for p in root.root.rglob("*") if p.is_file()} - root_files
+    assert not [p for p in new if p.suffix in (".safetensors", ".pth", ".ckpt", ".bin")], new  # no copy of any model
+    assert cli.main(["--root", str(root.root), "--add", str(tree), "--in-place", "--convert"]) == 2

@@ -28,7 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 _PLAN_DESTS = (
     "yes", "default_only", "add", "delete", "purge", "scan_dir", "autoscan", "convert", "full_precision",
-    "prediction_type", "device", "dry_run", "plan", "json", "lock_files",
+    "prediction_type", "device", "dry_run", "plan", "json", "lock_files", "in_place",
 )
 
 
@@ -57,6 +57,10 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                       help="turn the startup scan off (removes --autoconvert from invokeai.init)")
     g.add_argument("--convert", action="store_true",
                    help="convert imported single-file checkpoints to diffusers folders (offline)")
+    g.add_argument("--in-place", "--in_place", dest="in_place", action="store_true",
+                   help="with --add DIR or --scan-dir DIR (e.g. a ComfyUI or A1111 models folder): register the models "
+                        "where they are, recursively; never copy, move or convert them; files this root cannot use are "
+                        "skipped with a note")
     g.add_argument("--full-precision", "--full_precision", dest="full_precision", action="store_true",
                    help="download and convert in fp32 instead of fp16")
     g.add_argument("--prediction-type", "--prediction_type", dest="prediction_type", choices=("epsilon", "v"),
@@ -174,6 +178,9 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
     if getattr(args, "scan_dir", None):
         scan_dir = Path(os.path.expanduser(args.scan_dir)).absolute()
     autoscan = base.autoscan if getattr(args, "autoscan", None) is None else args.autoscan
+    if getattr(args, "in_place", False) and (getattr(args, "convert", False) or base.convert):
+        raise UsageError("--in-place registers models where they are and --convert writes diffusers copies: choose one",
+                         "drop --convert (or convert one model later with `convert NAME`)")
     if autoscan is True and scan_dir is None:
         raise UsageError("--autoscan needs --scan-dir DIR (the folder InvokeAI scans at startup)", "add --scan-dir DIR")
     return InstallPlan(
@@ -190,6 +197,7 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
         convert_models=base.convert_models,
         delete_original=base.delete_original,
         locked=base.locked,
+        in_place=base.in_place or bool(getattr(args, "in_place", False)),
         lock_files=_lock_files(args, base),
         extra=base.extra,
     )

@@ -253,6 +253,13 @@ def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, c
     ctx.stage("probe", str(path))
     check_safety(path, ctx, spec.label, delete_on_danger=False)
     pr = probe_path(path, spec.label)
+    if ctx.plan.in_place:  # a UI's own models tree: register what this root can use, leave the rest, never convert
+        convert = False
+        from invokeai_model_install.identify.families import invokeai23_refusal
+
+        why = pr.reason if pr.kind == "unknown" else invokeai23_refusal(pr.kind, pr.base, pr.variant)
+        if why:
+            return Installed("", path, pr.kind, "skipped", f"left where it is, not registered: {why}")
     if pr.kind == "unknown":
         raise ProbeError(f"{path} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
                          "check the file; only Stable Diffusion models, LoRA, VAE, embeddings and ControlNet are handled")

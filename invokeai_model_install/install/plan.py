@@ -31,6 +31,9 @@ class InstallPlan:
     :param device: where conversion runs: ``auto`` picks CUDA when present.
     :param convert_models: installed single-file models (by name) to convert to diffusers in place
         of their stanza (``convert NAME``, the web page's "Convert to Diffusers"); nothing is downloaded.
+    :param in_place: local files and folders (``--add DIR``, ``scan_dir``) are registered where they are and never
+        converted or copied; files this root cannot use (unknown, or a family InvokeAI 2.3 cannot run) are skipped
+        with a note instead of failing (``--add ~/ComfyUI/models --in-place``).
     :param locked: models of a lock file (``share.lockfile.LockedModel``), reproduced byte for byte.
     :param lock_files: a folder to take locked files from (found by size and sha256) instead of the network.
     :param delete_original: with ``convert_models``, delete each converted checkpoint (only inside ``models/``).
@@ -52,6 +55,7 @@ class InstallPlan:
     convert_models: tuple[str, ...] = ()
     delete_original: bool = False
     locked: tuple[Any, ...] = ()
+    in_place: bool = False
     lock_files: Optional[Path] = None
     extra: tuple[tuple[str, str], ...] = field(default=())  # reserved for front-end notes
 

@@ -49,6 +49,7 @@ _KEYS = {
     "scan_dir": "scan_dir",
     "autoscan": "autoscan",
     "convert": "convert",
+    "in_place": "in_place",
     "precision": "precision",
     "device": "device",
     "prediction_type": "prediction_type",
@@ -125,7 +126,7 @@ def parse_plan(data: Any, source: str = "<plan>", base_dir: Path | None = None) 
             values[field] = _str_list(value, str(key), problems)
         elif field == "imports":
             values[field] = tuple(_local_line(line, base_dir) for line in _str_list(value, str(key), problems))
-        elif field in ("purge", "convert"):
+        elif field in ("purge", "convert", "in_place"):
             if not isinstance(value, bool):
                 problems.append(f"{key!r} must be true or false, got {value!r}")
             else:
