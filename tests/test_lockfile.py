@@ -171,3 +171,24 @@ def test_two_processes_installing_one_lock_into_one_shared_root(root_a, tmp_path
     layout = RootLayout(shared)
     assert tree(layout) == tree(root_a)
     assert set(Registry(layout.models_yaml).load()) == {"tiny-sd", "tiny-vae", "style"}
+
+
+def test_files_kept_for_other_uis_are_locked_too(tmp_path, file_server, capsys):
+    """An upscaler has a manifest and no stanza: freeze keeps it, and the lock reproduces it (still no stanza)."""
+    from tests.test_probe_families import rrdbnet, write
+
+    root_a = RootLayout(tmp_path / "a")
+    create_layout(root_a)
+    write(file_server.folder / "RealESRGAN_x4plus.pth", {"params_ema": rrdbnet()}, "pt")
+    assert run_plan(InstallPlan(imports=(file_server.url_for("RealESRGAN_x4plus.pth"),)), root_a).ok
+    lock = tmp_path / "lock.yaml"
+    doc = freeze_to(root_a, lock)
+    (entry,) = doc["locked"]
+    assert (entry["kind"], entry["stanza"], entry["path"]) == ("upscaler", {}, "models/upscale_models/RealESRGAN_x4plus.pth")
+    root_b = RootLayout(tmp_path / "b")
+    assert install(root_b.root, lock) == 0
+    assert tree(root_b) == tree(root_a) and Registry(root_b.models_yaml).load() == {}
+    assert mf.read_manifest(root_b, "RealESRGAN_x4plus").state == "installed"
+    capsys.readouterr()
+    assert install(root_b.root, lock, "--json") == 0
+    assert [o["status"] for o in json.loads(capsys.readouterr().out)["items"]] == ["skipped"]

@@ -127,14 +127,17 @@ def freeze(layout: RootLayout) -> dict[str, Any]:
     """The lock document of every installed (registered, manifest-backed) model of ``layout``."""
     from invokeai_model_install.root.registry import Registry
 
+    from invokeai_model_install.identify.families import UNREGISTERED_KINDS
+
     stanzas = Registry(layout.models_yaml).load() if layout.models_yaml.exists() else {}
     models = []
     for m in mf.all_manifests(layout):
-        if m.state != "installed" or m.name not in stanzas:
+        # registered models, and the files kept for other UIs (upscalers ...: a manifest, no stanza)
+        if m.state != "installed" or (m.name not in stanzas and m.kind not in UNREGISTERED_KINDS):
             continue
         entry: dict[str, Any] = {
             "name": m.name, "kind": m.kind, "format": m.format, "path": m.path, "source": m.source, "key": m.key,
-            "revision": m.revision, "origin": origin_of(m), "stanza": stanzas[m.name],
+            "revision": m.revision, "origin": origin_of(m), "stanza": stanzas.get(m.name, {}),
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in m.files],
         }
         models.append(entry)
@@ -284,8 +287,13 @@ def installed_already(layout: RootLayout, model: LockedModel) -> bool:
         return False
     if sorted((f.path, f.size, f.sha256) for f in m.files) != sorted((f.path, f.size, f.sha256) for f in model.files):
         return False
-    stanza = Registry(layout.models_yaml).load().get(model.name) if layout.models_yaml.exists() else None
-    return stanza is not None and not mf.verify_manifest(layout, m)
+    from invokeai_model_install.identify.families import UNREGISTERED_KINDS
+
+    if model.kind not in UNREGISTERED_KINDS:
+        stanza = Registry(layout.models_yaml).load().get(model.name) if layout.models_yaml.exists() else None
+        if stanza is None:
+            return False
+    return not mf.verify_manifest(layout, m)
 
 
 def install_locked(
@@ -459,20 +467,10 @@ def _place(layout: RootLayout, model: LockedModel, sources: dict[str, Path]) -> 
 
 
 def _register(layout: RootLayout, model: LockedModel) -> None:
-    from invokeai_model_install.root.registry import Registry
+    from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 
-    stanza = model.stanza
-    with Registry(layout.models_yaml).transaction() as doc:
-        existing = doc.get(model.name)
-        if existing is not None and existing != stanza:
-            where = existing.get("path") or existing.get("weights")
-            if where != (stanza.get("path") or stanza.get("weights")):
-                raise RegistryError(f"{model.name}: models.yaml already has a model of that name at {where}",
-                                    "rename or delete it (`edit`/`delete`), then install the lock file again")
-        if existing is None:
-            if stanza.get("default") is True and any(s.get("default") is True for s in doc.stanzas.values()):
-                stanza = {**stanza, "default": False}
-            doc.add(model.name, stanza)
+    if model.kind not in UNREGISTERED_KINDS:  # files kept for other UIs have a manifest and no stanza
+        _add_stanza(layout, model)
     m = mf.read_manifest(layout, model.name)
     if m is not None:
         files = []
@@ -487,6 +485,23 @@ def _register(layout: RootLayout, model: LockedModel) -> None:
             name=model.name, key=model.key, source=model.source, kind=model.kind, format=model.format, path=model.path,
             files=tuple(mf.FileRecord(f.path, f.size, f.sha256, layout.absolute(f.path).stat().st_mtime_ns) for f in model.files),
             revision=model.revision, state="installed", stanza=model.stanza))
+
+
+def _add_stanza(layout: RootLayout, model: LockedModel) -> None:
+    from invokeai_model_install.root.registry import Registry
+
+    stanza = model.stanza
+    with Registry(layout.models_yaml).transaction() as doc:
+        existing = doc.get(model.name)
+        if existing is not None and existing != stanza:
+            where = existing.get("path") or existing.get("weights")
+            if where != (stanza.get("path") or stanza.get("weights")):
+                raise RegistryError(f"{model.name}: models.yaml already has a model of that name at {where}",
+                                    "rename or delete it (`edit`/`delete`), then install the lock file again")
+        if existing is None:
+            if stanza.get("default") is True and any(s.get("default") is True for s in doc.stanzas.values()):
+                stanza = {**stanza, "default": False}
+            doc.add(model.name, stanza)
 
 
 def lock_files_total(models: Iterable[LockedModel]) -> int:
