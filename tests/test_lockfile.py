@@ -73,6 +73,10 @@ def test_freeze_then_install_reproduces_the_root_byte_for_byte(root_a, tmp_path,
     assert isinstance(load_plan_file(lock).locked[0].files[0].size, int)  # a lock file is a plan file
 
     root_b = RootLayout(tmp_path / "b")
+    capsys.readouterr()
+    assert install(root_b.root, lock, "--dry-run") == 0  # metadata only: the lock says what and how much
+    dry = capsys.readouterr().out
+    assert "tiny-sd (locked): main (diffusers), locked, from test/tiny-sd@" in dry and not list(mf.all_manifests(root_b))
     assert install(root_b.root, lock) == 0
     assert tree(root_b) == tree(root_a)
     assert Registry(root_b.models_yaml).load() == Registry(root_a.models_yaml).load()

@@ -56,8 +56,6 @@ def resolve_plan(plan: InstallPlan, layout: RootLayout, settings: Any = None, ca
                                    status="" if stanza else "not installed"))
             continue
         if item.action == "locked":
-            from invokeai_model_install.install.locked import plan_locked
-
             out.append(plan_locked(item, plan, layout))
             continue
         if item.action == "remove":
@@ -149,3 +147,18 @@ def free_space(layout: RootLayout) -> int:
     while not p.exists() and p.parent != p:
         p = p.parent
     return shutil.disk_usage(p).free
+
+
+def plan_locked(item: Any, plan: InstallPlan, layout: RootLayout) -> PlannedItem:
+    """The dry-run line of a locked model (no network: the lock file says what and how much)."""
+    from invokeai_model_install.share import lockfile
+
+    model = item.source
+    done = lockfile.installed_already(layout, model)
+    origin = model.origin
+    where = (f"{origin['hub']}@{(model.revision or '')[:12]}" if "hub" in origin else origin.get("url") or "local files")
+    if plan.lock_files is not None:
+        where = f"files in {plan.lock_files}"
+    return PlannedItem(item.id, item.label, "install", what=f"{model.kind} ({model.format}), locked, from {where}",
+                       destination=model.path, bytes_to_fetch=0 if done else model.total_size, total_bytes=model.total_size,
+                       status="already installed" if done else "")

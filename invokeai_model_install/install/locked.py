@@ -1,6 +1,6 @@
 """Plan items of a lock file (``--plan LOCK`` with a ``locked`` list): the worker's side of
 :mod:`invokeai_model_install.share.lockfile`, which does the work.  Same events, same outcome values,
-same per-item failure reporting as any install."""
+same per-item failure reporting as any install.  (The dry-run line is in :mod:`.dry_run`.)"""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from typing import Any
 
 from invokeai_model_install.events import ItemRegistered, ItemVerified
 from invokeai_model_install.install.item import ItemContext, ItemOutcome, WorkItem
-from invokeai_model_install.install.pipeline import default_settings
-from invokeai_model_install.install.plan import InstallPlan
-from invokeai_model_install.root.layout import RootLayout
 
 _INDEXES: dict[str, Any] = {}  # lock_files folder -> FileIndex, shared by the items of one run
 
@@ -27,7 +24,11 @@ def install_locked_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
         if index is None:
             ctx.stage("scan", f"indexing {files_from}")
             index = _INDEXES[key] = lockfile.FileIndex(files_from)
-    settings = None if files_from is not None else default_settings(ctx.settings)
+    settings = None
+    if files_from is None:  # the network: the run's settings, or the environment's
+        from invokeai_model_install.net.settings import DownloadSettings
+
+        settings = ctx.settings if ctx.settings is not None else DownloadSettings.from_env()
     before = ctx.fetched
     result = lockfile.install_locked(
         model, ctx.layout, settings=settings, files_from=files_from, index=index, on_event=ctx.emit,
@@ -39,19 +40,3 @@ def install_locked_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
         ctx.emit(ItemRegistered(name=model.name, path=model.path))
     return ItemOutcome(item=item.id, label=item.label, status=result.status, name=model.name, message=result.message,
                        path=model.path, fetched_bytes=ctx.fetched - before)
-
-
-def plan_locked(item: WorkItem, plan: InstallPlan, layout: RootLayout) -> Any:
-    """The dry-run line of a locked model (no network: the lock file says what and how much)."""
-    from invokeai_model_install.install.dry_run import PlannedItem
-    from invokeai_model_install.share import lockfile
-
-    model = item.source
-    done = lockfile.installed_already(layout, model)
-    origin = model.origin
-    where = (f"{origin['hub']}@{(model.revision or '')[:12]}" if "hub" in origin else origin.get("url") or "local files")
-    if plan.lock_files is not None:
-        where = f"files in {plan.lock_files}"
-    return PlannedItem(item.id, item.label, "install", what=f"{model.kind} ({model.format}), locked, from {where}",
-                       destination=model.path, bytes_to_fetch=0 if done else model.total_size, total_bytes=model.total_size,
-                       status="already installed" if done else "")
