@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this models.yaml instead of ROOT/configs/models.yaml",
     )
     parser.add_argument(
+        "--layout",
+        choices=("invokeai", "comfyui"),
+        default="invokeai",
+        help="invokeai (default): an InvokeAI root with models.yaml; comfyui: --root is a ComfyUI folder and each "
+             "model goes into ComfyUI's folder for its kind (models/checkpoints, loras, vae, ...), no models.yaml",
+    )
+    parser.add_argument(
         "--catalog",
         metavar="FILE",
         help="use this starter-model catalogue instead of the packaged INITIAL_MODELS.yaml",
@@ -188,17 +195,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed already
         return int(exc.code or 0)
-    layout = make_layout(args)
     catalog_path = Path(args.catalog).expanduser().absolute() if args.catalog else None
     handler: Handler | None = getattr(args, "handler", None)
-    if handler is not None:
-        return exit_status(lambda: handler(args, layout, catalog_path))
-    return exit_status(lambda: run_installer(args, layout, catalog_path))
+
+    def run() -> int:
+        layout = make_layout(args)  # inside: --layout comfyui without --root is a one-line usage error
+        if handler is not None:
+            return handler(args, layout, catalog_path)
+        return run_installer(args, layout, catalog_path)
+
+    return exit_status(run)
 
 
 def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
     """No subcommand: make sure the root exists, then run headless or the form."""
     headless = _load_headless()
+    if layout.flavour == "comfyui":
+        return _run_into_comfyui(args, layout, catalog_path, headless)
     if not layout.exists() and getattr(args, "dry_run", False):
         # A dry run writes nothing, not even the root's skeleton: say so and resolve anyway.
         print(f"There is no InvokeAI root at {layout.root} yet (a dry run does not create it).", file=sys.stderr)
@@ -237,6 +250,20 @@ def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Pa
     return int(run_form(layout, catalog_path=catalog_path) or 0)
 
 
+def _run_into_comfyui(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None, headless: Any) -> int:
+    """``--layout comfyui --root COMFY_DIR``: headless installs into ComfyUI's folders (no form, no models.yaml)."""
+    if not layout.exists():
+        raise RootError(f"no ComfyUI models folder at {layout.models_dir}",
+                        "give --root the ComfyUI folder (the one that holds main.py and models/)")
+    if getattr(args, "convert", False):
+        raise UsageError("--convert with --layout comfyui: ComfyUI loads single-file checkpoints as they are",
+                         "drop --convert")
+    if headless is None or not headless.has_plan_flags(args):
+        raise UsageError("--layout comfyui installs without the form: say what to install",
+                         "add --add ITEM (repo id, URL, file or folder), --yes (the recommended starters) or --plan FILE")
+    return int(headless.run_headless(args, layout, catalog_path) or 0)
+
+
 # --- model-management commands -----------------------------------------------------------
 
 
@@ -244,6 +271,9 @@ def _registry(layout: RootLayout, *, must_exist: bool = True):
     """The registry of ``layout``; a missing root is a :class:`RootError`."""
     from invokeai_model_install.root.registry import Registry
 
+    if not layout.has_registry:
+        raise UsageError(f"{layout.root} is a ComfyUI tree: it has no models.yaml to change",
+                         "edit and default work on InvokeAI roots; list, delete and verify work here")
     if must_exist and not layout.models_yaml.exists() and not layout.exists():
         raise RootError(f"no InvokeAI root at {layout.root} (no {layout.models_yaml})")
     return Registry(layout.models_yaml)
@@ -257,6 +287,12 @@ def model_records(layout: RootLayout) -> list[dict[str, Any]]:
     """One dict per installed model: ``name``, then its stanza fields, with ``format`` and ``default`` filled in."""
     from invokeai_model_install.root.registry import stanza_format
 
+    if not layout.has_registry:  # a ComfyUI tree: what we installed is in the manifests
+        from invokeai_model_install.root import manifest
+
+        return [{"name": m.name, "format": m.format, "kind": m.kind, "path": m.path, "description": m.source,
+                 "default": False, "source": m.source, "revision": m.revision}
+                for m in manifest.all_manifests(layout) if m.state == "installed"]
     records = []
     for name, stanza in _registry(layout).load().items():
         record: dict[str, Any] = {"name": name}
@@ -407,6 +443,8 @@ def purge_paths(layout: RootLayout, removed: dict[str, Any], remaining: dict[str
 
 def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
     """``delete NAME [--purge]``: drop the stanza, and with --purge its files inside models/."""
+    if not layout.has_registry:
+        return _delete_from_comfyui(args, layout)
     reg = _registry(layout)
     with reg.transaction() as doc:
         if doc.get(args.model_name) is None:
@@ -426,6 +464,38 @@ def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path 
     for path, why in kept:
         print(f"  kept {path} ({why})")
     return 0
+
+
+def _delete_from_comfyui(args: argparse.Namespace, layout: RootLayout) -> int:
+    """A ComfyUI tree: forget the model's manifest; with --purge delete its file or folder inside models/."""
+    from invokeai_model_install.root import manifest
+
+    m = manifest.read_manifest(layout, args.model_name)
+    if m is None:
+        raise UnknownModelError(f"no model named {args.model_name!r} installed in {layout.models_dir}",
+                                "run `invokeai-model-install --layout comfyui --root DIR list` to see the names")
+    manifest.remove_manifest(layout, m.name)
+    print(f"Removed {m.name} from the installer's records in {layout.models_dir}.")
+    if not args.purge_files:
+        print(f"  kept {m.path} (add --purge to delete it)")
+        return 0
+    path = layout.absolute(m.path)
+    folders = {layout.models_dir.resolve()} | {layout.models_dir.joinpath(d).resolve() for d in _comfy_dirs()}
+    if not layout.is_inside_models(path) or path.resolve() in folders:
+        print(f"  kept {path} (outside {layout.models_dir}, or one of its folders)")
+        return 0
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    print(f"  deleted {path}")
+    return 0
+
+
+def _comfy_dirs() -> set[str]:
+    from invokeai_model_install.root.layout import COMFY_KIND_DIRS
+
+    return set(COMFY_KIND_DIRS.values())
 
 
 def cmd_edit(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:

@@ -17,6 +17,13 @@ from invokeai_model_install.root.layout import RootLayout, resolve_root
 def make_layout(args: argparse.Namespace, environ: dict[str, str] | None = None) -> RootLayout:
     """The root layout from ``--root`` / ``INVOKEAI_ROOT`` / ``~/invokeai`` and ``--config_file``."""
     root = resolve_root(getattr(args, "root", None), os.environ if environ is None else environ)
+    if getattr(args, "layout", "invokeai") == "comfyui":
+        from invokeai_model_install.root.layout import ComfyLayout
+
+        if not getattr(args, "root", None):
+            raise UsageError("--layout comfyui needs --root COMFY_DIR (the ComfyUI folder that holds models/)",
+                             "add --root DIR")
+        return ComfyLayout(root)
     config_file = getattr(args, "config_file", None)
     override = Path(os.path.expanduser(config_file)).absolute() if config_file else None
     return RootLayout(root, override)

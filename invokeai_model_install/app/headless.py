@@ -502,7 +502,7 @@ def cmd_verify(args: argparse.Namespace, layout: RootLayout, catalog_path: Path 
             continue
         problems = mf.verify_manifest(layout, m, full=True)
         status = "ok" if not problems else "bad"
-        if name not in stanzas:
+        if name not in stanzas and layout.has_registry and m.stanza:  # (files kept for other UIs have no stanza)
             status = "not registered" if not problems else "bad"
         bad += bool(problems)
         report.append({"name": name, "status": status, "files": len(m.files), "bytes": m.total_size,

@@ -199,7 +199,8 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
             raise ProbeError(f"{spec.label} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
                              "check that the source is a Stable Diffusion model, LoRA, VAE, embedding or ControlNet")
         raise ProbeError(f"{spec.label} is a {kind} model, expected a {spec.want_kind}", "check the catalogue entry")
-    _refuse_newer_family(kind, pr, spec.label, staged)
+    if layout.flavour == "invokeai":
+        _refuse_newer_family(kind, pr, spec.label, staged)
 
     revision = getattr(resolved, "commit", None)
     source_text = spec.source.label if spec.source is not None and hasattr(spec.source, "label") else spec.label
@@ -257,13 +258,15 @@ def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, c
         convert = False
         from invokeai_model_install.identify.families import invokeai23_refusal
 
-        why = pr.reason if pr.kind == "unknown" else invokeai23_refusal(pr.kind, pr.base, pr.variant)
+        why = pr.reason if pr.kind == "unknown" else (
+            invokeai23_refusal(pr.kind, pr.base, pr.variant) if layout.flavour == "invokeai" else None)
         if why:
             return Installed("", path, pr.kind, "skipped", f"left where it is, not registered: {why}")
     if pr.kind == "unknown":
         raise ProbeError(f"{path} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
                          "check the file; only Stable Diffusion models, LoRA, VAE, embeddings and ControlNet are handled")
-    _refuse_newer_family(pr.kind, pr, str(path), None)
+    if layout.flavour == "invokeai":
+        _refuse_newer_family(pr.kind, pr, str(path), None)
     if convert and pr.kind == "main" and pr.format != "diffusers":
         ctx.stage("verify", "hashing the source")
         digest = mf.sha256_file(path, ctx.cancel)
@@ -356,7 +359,7 @@ def _resume_from_manifest(m: mf.Manifest, spec: Spec, ctx: ItemContext, vae: Any
         ctx.note(f"{m.name}: {len(problems)} file(s) missing or changed since the last run ({problems[0].path}); installing again")
         return None
     stanza = ctx.registry.load().get(m.name)
-    if m.state == "installed" and m.kind in UNREGISTERED_KINDS:
+    if m.state == "installed" and (m.kind in UNREGISTERED_KINDS or not layout.has_registry):
         return Installed(m.name, layout.absolute(m.path), m.kind, "skipped", "already installed (files for other UIs)")
     if m.state == "installed" and stanza is not None and same_place(layout, stanza, m):
         if vae is not None and stanza.get("vae") != vae_for_stanza(stanza, vae):

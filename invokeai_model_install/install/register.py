@@ -21,6 +21,11 @@ def register(m: mf.Manifest, ctx: ItemContext) -> Installed:
     """Add the manifest's stanza to models.yaml (unique name, never overwriting) and mark it installed."""
     layout = ctx.layout
     ctx.stage("register")
+    if not layout.has_registry:  # a ComfyUI tree: the manifest is the record
+        m = dataclasses.replace(m, state="installed", stanza={})
+        mf.write_manifest(layout, m)
+        ctx.emit(ItemRegistered(name=m.name, path=m.path))
+        return Installed(m.name, layout.absolute(m.path), m.kind, "installed")
     if m.kind in UNREGISTERED_KINDS:  # upscalers, CLIP, IP-/T2I-Adapters: files for other UIs, no stanza (InvokeAI 2.3 has no loader)
         m = dataclasses.replace(m, state="installed", stanza={})
         mf.write_manifest(layout, m)

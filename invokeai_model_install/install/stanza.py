@@ -48,6 +48,8 @@ def vae_for_stanza(stanza: dict, vae: Any) -> Any:
 
 def stanza_for(kind: str, pr: Any, dest: Path, spec: Spec, ctx: ItemContext, vae: Any, *, single: bool, source_path: Path) -> dict:
     layout = ctx.layout
+    if not layout.has_registry:  # a ComfyUI tree: no models.yaml, nothing to write (not even a legacy config)
+        return {}
     description = spec.description or describe(kind, pr, spec.label)
     if kind == "main" and single:
         prediction = prediction_type(pr, ctx, spec.label) if pr.base == "sd-2" else None

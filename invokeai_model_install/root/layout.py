@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 #: Model kind -> folder name under ``models/``.  Kinds match :mod:`probe` results.
 KIND_DIRS: dict[str, str] = {
@@ -44,6 +44,23 @@ KIND_DIRS: dict[str, str] = {
     "clip_vision": "clip_vision",
     "ip_adapter": "ipadapter",
     "t2i_adapter": "t2i_adapter",
+}
+
+
+#: Model kind -> ComfyUI's folder under ``COMFY_DIR/models`` (its ``folder_paths`` names), for ``--layout comfyui``.
+COMFY_KIND_DIRS: dict[str, str] = {
+    "main": "checkpoints",
+    "main-diffusers": "diffusers",
+    "vae": "vae",
+    "lora": "loras",
+    "embedding": "embeddings",
+    "controlnet": "controlnet",
+    "t2i_adapter": "controlnet",
+    "upscaler": "upscale_models",
+    "text_encoder": "text_encoders",
+    "clip_vision": "clip_vision",
+    "ip_adapter": "ipadapter",
+    "diffusion_model": "diffusion_models",
 }
 
 
@@ -69,6 +86,11 @@ class RootLayout:
 
     root: Path
     config_file_override: Path | None = None
+
+    #: which program reads this tree: ``invokeai`` (models.yaml) or ``comfyui`` (folders only, see ComfyLayout)
+    flavour: ClassVar[str] = "invokeai"
+    #: whether installed models get a models.yaml stanza (a ComfyUI tree has no models.yaml)
+    has_registry: ClassVar[bool] = True
 
     @property
     def configs_dir(self) -> Path:
@@ -130,3 +152,35 @@ class RootLayout:
         except ValueError:
             return False
         return True
+
+
+@dataclass(frozen=True)
+class ComfyLayout(RootLayout):
+    """A ComfyUI tree (``--layout comfyui --root COMFY_DIR``): each kind in ComfyUI's folder under
+    ``COMFY_DIR/models`` (:data:`COMFY_KIND_DIRS`), no models.yaml.  What we installed is recorded in
+    manifests under ``models/.invokeai-manifests`` (re-runs, ``list``, ``delete`` and ``verify`` read them);
+    partial downloads wait in ``models/.invokeai-partial``.  ComfyUI lists only its own folder names, so
+    neither hidden folder shows up in it."""
+
+    flavour: ClassVar[str] = "comfyui"
+    has_registry: ClassVar[bool] = False
+
+    @property
+    def models_yaml(self) -> Path:
+        """Never written (``has_registry`` is False); reading it gives an empty registry."""
+        return self.manifests_dir / "no-models.yaml"
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.models_dir / ".invokeai-partial"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.models_dir / ".invokeai-manifests"
+
+    def kind_dir(self, kind: str) -> Path:
+        return self.models_dir / COMFY_KIND_DIRS[kind]
+
+    def exists(self) -> bool:
+        """True when COMFY_DIR has its ``models`` folder."""
+        return self.models_dir.is_dir()

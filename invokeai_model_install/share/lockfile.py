@@ -133,7 +133,7 @@ def freeze(layout: RootLayout) -> dict[str, Any]:
     models = []
     for m in mf.all_manifests(layout):
         # registered models, and the files kept for other UIs (upscalers ...: a manifest, no stanza)
-        if m.state != "installed" or (m.name not in stanzas and m.kind not in UNREGISTERED_KINDS):
+        if m.state != "installed" or (m.name not in stanzas and m.kind not in UNREGISTERED_KINDS and layout.has_registry):
             continue
         entry: dict[str, Any] = {
             "name": m.name, "kind": m.kind, "format": m.format, "path": m.path, "source": m.source, "key": m.key,
@@ -289,7 +289,7 @@ def installed_already(layout: RootLayout, model: LockedModel) -> bool:
         return False
     from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 
-    if model.kind not in UNREGISTERED_KINDS:
+    if model.kind not in UNREGISTERED_KINDS and layout.has_registry:
         stanza = Registry(layout.models_yaml).load().get(model.name) if layout.models_yaml.exists() else None
         if stanza is None:
             return False
@@ -469,7 +469,7 @@ def _place(layout: RootLayout, model: LockedModel, sources: dict[str, Path]) -> 
 def _register(layout: RootLayout, model: LockedModel) -> None:
     from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 
-    if model.kind not in UNREGISTERED_KINDS:  # files kept for other UIs have a manifest and no stanza
+    if model.kind not in UNREGISTERED_KINDS and layout.has_registry:  # files kept for other UIs, ComfyUI trees: no stanza
         _add_stanza(layout, model)
     m = mf.read_manifest(layout, model.name)
     if m is not None:
