@@ -81,5 +81,9 @@ def test_comfyui_layout_usage_errors(comfy, tmp_path, capsys):
     assert run(comfy, "--add", "x/y", "--convert") == 2
     assert run(comfy, "default", "x") == 2
     assert "no models.yaml" in capsys.readouterr().err
+    assert run(comfy, "link", "a1111", str(comfy)) == 2
+    capsys.readouterr()
+    assert run(comfy, "--add", "test/none", "--dry-run") in (0, 1)
+    assert "Dry run for" in capsys.readouterr().out and not (comfy / "models" / ".invokeai-manifests").exists()
     layout = ComfyLayout(comfy)
     assert layout.kind_dir("t2i_adapter") == comfy / "models" / "controlnet" and not layout.has_registry

@@ -328,10 +328,11 @@ def cmd_list(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | 
     from rich.table import Table
 
     console = Console()
+    where = layout.models_yaml if layout.has_registry else layout.models_dir  # a ComfyUI tree has no models.yaml
     if not records:
-        console.print(f"No models installed in {layout.models_yaml}. Run `{PROG}` to install some.")
+        console.print(f"No models installed in {where}. Run `{PROG}` to install some.")
         return 0
-    table = Table(title=f"Models in {layout.models_yaml}", title_justify="left")
+    table = Table(title=f"Models in {where}", title_justify="left")
     table.add_column("Name", style="bold", no_wrap=True)
     table.add_column("Format")
     table.add_column("Default", justify="center")

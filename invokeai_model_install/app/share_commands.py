@@ -95,6 +95,11 @@ def _need_root(layout: Any) -> None:
 
 def cmd_link(args: argparse.Namespace, layout: Any, catalog_path: Path | None) -> int:
     _need_root(layout)
+    if layout.flavour != "invokeai":
+        from invokeai_model_install.errors import UsageError
+
+        raise UsageError(f"{layout.root} is a ComfyUI tree already; `link` shares an InvokeAI root's models",
+                         "run `link` with --root set to the InvokeAI root")
     if args.link_target == "comfyui":
         from invokeai_model_install.share import comfyui
 

@@ -348,7 +348,7 @@ def _refuse_newer_family(kind: str, pr: Any, label: str, staged: Path | None) ->
     if why is not None:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
-        raise ProbeError(f"{label}: {why}", "ComfyUI or a newer InvokeAI loads it; nothing was installed")
+        raise ProbeError(why[0].upper() + why[1:], "ComfyUI or a newer InvokeAI loads it; nothing was installed")
 
 
 def _resume_from_manifest(m: mf.Manifest, spec: Spec, ctx: ItemContext, vae: Any) -> Installed | None:
