@@ -82,6 +82,7 @@ class _Segment:
     gen: int
     sid: int
     pos: int = 0  # next byte to fetch
+    claimed: int = 0  # end of the bytes being written right now (a steal starts after them)
 
 
 class Engine:
@@ -210,7 +211,7 @@ class Engine:
             with job.lock:
                 for seg in job.segs.values():
                     if seg.end >= 0 and seg.gen == job.gen:
-                        left = seg.end - seg.pos
+                        left = seg.end - max(seg.pos, seg.claimed)
                         if left >= 2 * self.min_piece and (best is None or left > best[0]):
                             best = (left, seg)
         if best is None:
@@ -218,11 +219,12 @@ class Engine:
         victim = best[1]
         job = victim.job
         with job.lock:
-            left = victim.end - victim.pos
+            at = max(victim.pos, victim.claimed)  # bytes claimed for a write in flight stay the victim's
+            left = victim.end - at
             if victim.gen != job.gen or left < 2 * self.min_piece:
                 return None
-            mid = victim.pos + left // 2
-            mid -= mid % _ALIGN if mid - victim.pos > _ALIGN else 0
+            mid = at + left // 2
+            mid -= mid % _ALIGN if mid - at > _ALIGN else 0
             seg = _Segment(job, mid, victim.end, job.gen, self.next_sid(), mid)
             victim.end = mid  # the victim stops there (and drops its connection if bytes were still coming)
             job.segs[seg.sid] = seg
@@ -258,6 +260,8 @@ class Engine:
                         job.etag = etag
                     if size is not None:
                         job.size = size
+                    while job.writers:  # a write of the old generation must not land after the truncate
+                        job.lock.wait(0.05)
                     if job.fd >= 0:
                         os.ftruncate(job.fd, 0)
                     if adopt is not None:
@@ -442,20 +446,29 @@ class Engine:
                     if err is not None:
                         self.conns.drop(url)
                         raise err
-                with job.lock:
+                with job.lock:  # claim the bytes; the write itself runs without the lock
                     if seg.gen != job.gen or job.fd < 0:
                         return
                     if 0 <= seg.end < pos + n:
                         n = max(0, seg.end - pos)  # stolen meanwhile: those bytes are the thief's
+                    seg.claimed = pos + n
+                    job.writers += 1
+                    fd = job.fd
+                try:
                     if n:
-                        try:
-                            os.pwrite(job.fd, view[:n], pos)
-                        except OSError as exc:
-                            raise _write_error(exc, job.part, job.name) from None
-                        job.inflight[seg.sid][1] = pos + n
-                        job.fetched += n
-                        if pos <= job.prefix_end < pos + n:
-                            job._advance_prefix()
+                        os.pwrite(fd, view[:n], pos)
+                except OSError as exc:
+                    raise _write_error(exc, job.part, job.name) from None
+                finally:
+                    with job.lock:
+                        job.writers -= 1
+                        if n and seg.gen == job.gen:
+                            job.inflight[seg.sid][1] = pos + n
+                            job.fetched += n
+                            if pos <= job.prefix_end < pos + n:
+                                job._advance_prefix()
+                        if not job.writers:
+                            job.lock.notify_all()  # _close/restart wait for writes in flight
                 pos += n
                 seg.pos = pos
                 got += n
@@ -566,8 +579,10 @@ class Engine:
             job.finished = True
             job.closed = True
             job.lock.notify_all()
+            while job.writers:  # no writer may hit a reused fd
+                job.lock.wait(0.05)
             if job.fd >= 0:
-                os.close(job.fd)  # releases the flock; under the lock so no writer can hit a reused fd
+                os.close(job.fd)  # releases the flock
                 job.fd = -1
         self.engine_done(job)
 

@@ -99,6 +99,7 @@ class FileJob:
         self.gaps: list[list[int]] = []  # ranges no segment owns yet (carved into pieces on demand)
         self.segs: dict[int, Any] = {}  # live segments (engine._Segment) of this generation, by id
         self.steals = 0  # ranges split off a running segment
+        self.writers = 0  # receive threads writing right now (outside the lock)
         self.ranges_ok = True
         self.finishing = False
         self.fetched = 0
@@ -171,6 +172,8 @@ class FileJob:
 
     def save(self, force: bool = False) -> None:
         now = time.monotonic()
+        if not force and now - self.last_save < self.sidecar_interval:
+            return  # the common case, decided without the lock every receive thread wants
         with self.lock:
             if not force and now - self.last_save < self.sidecar_interval:
                 return
