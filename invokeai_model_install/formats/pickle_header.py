@@ -80,6 +80,112 @@ class PickleHeaderError(Exception):
     """The bytes are not a pickle checkpoint we can read (message says why)."""
 
 
+class AllocationRefused(PickleHeaderError):
+    """The pickle asked the inert reader for more memory than any checkpoint needs (a memory bomb).
+
+    :ivar request: what it asked for, e.g. ``bytearray(10000000000)``.
+    """
+
+    def __init__(self, request: str) -> None:
+        super().__init__(f"asks for {request} while loading, beyond what any checkpoint needs (a memory bomb)")
+        self.request = request
+
+
+class PickleTooLarge(PickleHeaderError):
+    """A pickle (``data.pkl``, or the pickles at the start of a legacy file) larger than :data:`MAX_PICKLE_BYTES`."""
+
+
+# --- bounds: what a hostile pickle can make the inert reader allocate ------------------------------
+
+#: Largest pickle the readers accept.  A Stable Diffusion ``data.pkl`` is 0.1-0.5 MB (one record per
+#: tensor); the tensor bytes live outside the pickle.  Every object the inert reader builds comes from
+#: these bytes, so memory stays within a small multiple of this.
+MAX_PICKLE_BYTES = 64 << 20
+#: Largest single object a stand-in constructor may build (``bytes(N)``, ``bytearray(N)``, ``list(x)``...).
+MAX_ALLOCATION = 16 << 20
+#: Most dict entries :func:`flatten_tensors` visits (shared sub-dicts could otherwise multiply).
+MAX_ENTRIES = 1 << 20
+
+
+class CappedReader(io.RawIOBase):
+    """A seekable raw reader of ``f`` that ends at absolute offset ``limit`` (``exhausted`` tells it did).
+
+    Wrapped in :class:`io.BufferedReader` (which gives the C unpickler its fast ``peek``), it keeps a
+    pickle read from a file from pulling more than ``limit`` bytes into memory, however large the
+    lengths its opcodes declare.
+    """
+
+    def __init__(self, f: BinaryIO, limit: int | None = None) -> None:
+        super().__init__()
+        self._f = f
+        self._limit = MAX_PICKLE_BYTES if limit is None else limit
+        self.exhausted = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b: Any) -> int:
+        room = self._limit - self._f.tell()
+        if room <= 0:
+            self.exhausted = True
+            return 0
+        view = memoryview(b)[: min(len(b), room)]
+        data = self._f.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def capped(f: BinaryIO, limit: int | None = None) -> io.BufferedReader:
+    """``f`` (a binary file at its current position) read through a :class:`CappedReader`."""
+    return io.BufferedReader(CappedReader(f, limit), 1 << 18)
+
+
+def _too_large(stream: Any) -> bool:
+    raw = getattr(stream, "raw", None)
+    return bool(getattr(raw, "exhausted", False))
+
+
+def _sized(value: Any) -> int:
+    try:
+        return len(value)
+    except TypeError:
+        return 0
+
+
+def _bounded(real: type) -> Any:
+    """A stand-in for a builtin constructor that refuses to build anything larger than :data:`MAX_ALLOCATION`.
+
+    ``bytes(N)``/``bytearray(N)`` would zero-fill N bytes; ``list(x)``, ``str(x)`` and friends copy or
+    render an argument that memo references can make enormous from a few bytes of pickle.
+    """
+
+    name = f"{real.__name__}"
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        if args:
+            first = args[0]
+            if isinstance(first, int) and not isinstance(first, bool) and real in (bytes, bytearray):
+                if first > MAX_ALLOCATION:
+                    raise AllocationRefused(f"{name}({first})")
+            elif real is str and not isinstance(first, (str, bytes, bytearray, int, float)):
+                return _Opaque()  # str(container) would render every shared reference: never needed
+            elif _sized(first) > MAX_ALLOCATION // 8:
+                raise AllocationRefused(f"{name}() of {_sized(first)} items")
+        return real(*args, **kwargs)
+
+    make.__name__ = name
+    return make
+
+
 # --- inert stand-ins for the globals a checkpoint names ------------------------------------
 
 
@@ -173,16 +279,18 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> An
 _CALLABLE_REBUILDS = (_RECORD, _rebuild_parameter, _rebuild_meta_tensor_no_storage)
 
 
-def _codecs_encode(text: Any, encoding: str = "utf-8", *rest: Any) -> bytes:
+def _codecs_encode(text: Any, encoding: str = "utf-8", *rest: Any) -> Any:
     # pickle protocol 2 stores bytes as _codecs.encode(str, "latin1"): pure data conversion.
-    return str(text).encode(encoding if encoding in ("latin1", "latin-1", "utf-8", "ascii") else "latin1")
+    if not isinstance(text, str):
+        return _Opaque()  # str() of anything else could render a huge shared structure
+    return text.encode(encoding if encoding in ("latin1", "latin-1", "utf-8", "ascii") else "latin1")
 
 
 class _NumpyDtype(_Opaque):
     """``numpy.dtype("i8", False, True)``: remembers the type code so numpy scalars can be read."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.code = str(args[0]) if args else ""
+        self.code = args[0] if args and isinstance(args[0], str) else ""
 
 
 def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
@@ -202,12 +310,11 @@ _FIXED_GLOBALS: dict[str, Any] = {
     "torch._utils._rebuild_meta_tensor_no_storage": _rebuild_meta_tensor_no_storage,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
     "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
-    "collections.OrderedDict": dict,
-    "builtins.dict": dict, "builtins.list": list, "builtins.tuple": tuple, "builtins.set": set,
-    "builtins.frozenset": frozenset, "builtins.int": int, "builtins.float": float,
-    "builtins.str": str, "builtins.bytes": bytes, "builtins.bytearray": bytearray,
-    "builtins.complex": complex, "builtins.bool": bool, "builtins.slice": slice,
-    "__builtin__.set": set, "__builtin__.frozenset": frozenset,
+    "collections.OrderedDict": _bounded(dict),
+    # builtin constructors, bounded (a hostile pickle must not make us allocate gigabytes: bytearray(10**10))
+    **{f"{m}.{t.__name__}": _bounded(t) for m in ("builtins", "__builtin__")
+       for t in (dict, list, tuple, set, frozenset, int, float, str, bytes, bytearray, complex, bool)},
+    "builtins.slice": slice,
     "torch.Size": tuple,
     "_codecs.encode": _codecs_encode,
     "numpy.dtype": _NumpyDtype,
@@ -256,9 +363,13 @@ class HeaderUnpickler(pickle.Unpickler):
 def _unpickle(stream: BinaryIO) -> Any:
     try:
         return HeaderUnpickler(stream).load()
+    except MemoryError:
+        raise AllocationRefused("more memory than this machine has") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, struct.error, UnicodeDecodeError, RecursionError, MemoryError,
+            AttributeError, struct.error, UnicodeDecodeError, RecursionError,
             OverflowError) as exc:
+        if _too_large(stream):
+            raise PickleTooLarge(f"its pickle is larger than {MAX_PICKLE_BYTES >> 20} MB (not a checkpoint's)") from None
         raise PickleHeaderError(f"not a readable pickle ({type(exc).__name__}: {exc})") from None
 
 
@@ -293,7 +404,10 @@ def _zip_data_pkl(f: BinaryIO) -> bytes:
             names = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
             if not names:
                 raise PickleHeaderError("a zip file without data.pkl: not a PyTorch checkpoint")
-            return zf.read(min(names, key=len))
+            member = zf.getinfo(min(names, key=len))
+            if member.file_size > MAX_PICKLE_BYTES:  # zipfile never inflates past the declared size
+                raise PickleTooLarge(f"its data.pkl is {member.file_size} bytes, larger than {MAX_PICKLE_BYTES >> 20} MB")
+            return zf.read(member)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise PickleHeaderError(f"a damaged zip checkpoint ({exc})") from None
 
@@ -358,6 +472,7 @@ def read_pickle_object(f: BinaryIO) -> tuple[Any, str]:
         return unpickle_bytes(read_zip_data_pkl(f)), "zip"
     if not magic or magic[0] != 0x80:
         raise PickleHeaderError("neither a zip checkpoint nor a pickle (no pickle PROTO opcode)")
+    f = capped(f)
     first = _unpickle(f)
     if isinstance(first, int) and first == LEGACY_MAGIC:
         _unpickle(f)  # protocol version
@@ -582,7 +697,12 @@ def flatten_tensors(obj: Any) -> tuple[dict[str, TensorInfo], dict[str, Any]]:
             scalars[key] = value
     root = obj.get("state_dict") if isinstance(obj.get("state_dict"), dict) else obj
 
+    budget = [MAX_ENTRIES]
+
     def walk(d: dict, prefix: str, depth: int) -> None:
+        budget[0] -= len(d)
+        if budget[0] < 0:  # sub-dicts shared through the memo multiply: 1,000 x 1,000 x ... entries
+            raise AllocationRefused(f"more than {MAX_ENTRIES} entries in nested dicts")
         for key, value in d.items():
             name = key if not prefix and type(key) is str else f"{prefix}{key}"
             if type(value) is _RECORD:  # the common case, inlined: ~1,100 per SD checkpoint

@@ -254,8 +254,12 @@ def probe(path: str | os.PathLike) -> ProbeResult:
         valid safetensors nor a readable PyTorch checkpoint.
     """
     path = Path(path)
-    if path.is_dir():
-        return _probe_folder(path)
-    if not path.is_file():
-        raise ProbeError(f"{path}: no such file or folder", hint="check the path")
-    return _probe_file(path)
+    try:
+        if path.is_dir():
+            return _probe_folder(path)
+        if not path.is_file():
+            raise ProbeError(f"{path}: no such file or folder", hint="check the path")
+        return _probe_file(path)
+    except PickleHeaderError as exc:  # raised lazily, e.g. a memory bomb met while walking the state dict
+        raise ProbeError(f"{path.name}: not a readable PyTorch checkpoint ({exc})",
+                         hint="download it again, or use a .safetensors version of the model") from None

@@ -42,7 +42,16 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 from invokeai_model_install.errors import ProbeError, UnsafeFileError
-from invokeai_model_install.formats.pickle_header import LEGACY_MAGIC, STORAGE_DTYPES, TORCH_DTYPES, HeaderUnpickler
+from invokeai_model_install.formats.pickle_header import (
+    LEGACY_MAGIC,
+    MAX_PICKLE_BYTES,
+    STORAGE_DTYPES,
+    TORCH_DTYPES,
+    AllocationRefused,
+    HeaderUnpickler,
+    PickleTooLarge,
+    capped,
+)
 
 __all__ = ["ScanVerdict", "scan", "check", "load_state_dict", "classify_global", "PICKLE_SUFFIXES"]
 
@@ -233,9 +242,21 @@ def _globals_of_one(stream: BinaryIO) -> tuple[set[tuple[str, str]], bool]:
     try:
         value = _RecordingUnpickler(stream, seen).load()
         return seen, type(value) is int and value == LEGACY_MAGIC
+    except AllocationRefused as exc:
+        exc.globals = seen  # type: ignore[attr-defined]
+        raise
+    except MemoryError:
+        exc = AllocationRefused("more memory than this machine has")
+        exc.globals = seen  # type: ignore[attr-defined]
+        raise exc from None
     except Exception:  # noqa: BLE001 - whatever went wrong, the static walk decides
         stream.seek(start)
-    found, args = _pickle_globals(stream)
+    try:
+        found, args = _pickle_globals(stream)
+    except _Unparseable:
+        if getattr(getattr(stream, "raw", None), "exhausted", False):
+            raise PickleTooLarge(f"its pickle data is larger than {MAX_PICKLE_BYTES >> 20} MB (not a checkpoint's)") from None
+        raise
     return found | seen, _is_legacy_magic(args)
 
 
@@ -269,6 +290,9 @@ def _scan_zip(path: Path) -> set[tuple[str, str]]:
             if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in pickles):
                 raise _Unparseable("a zip file without data.pkl: not a PyTorch checkpoint")
             for member in pickles:
+                size = zf.getinfo(member).file_size
+                if size > MAX_PICKLE_BYTES:  # zipfile never inflates past the declared size: no zip bomb
+                    raise PickleTooLarge(f"its {member} is {size} bytes, larger than {MAX_PICKLE_BYTES >> 20} MB (not a checkpoint's)")
                 data = zf.read(member)
                 found |= _globals_of_one(io.BufferedReader(io.BytesIO(data), max(len(data), 1)))[0]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OSError) as exc:
@@ -347,7 +371,13 @@ def _scan_file(path: Path) -> ScanVerdict:
             found = _scan_zip(path)
         else:
             with open(path, "rb") as f:
-                found = _scan_pickle_stream(f)
+                found = _scan_pickle_stream(capped(f))  # never more than MAX_PICKLE_BYTES in memory
+    except AllocationRefused as exc:
+        seen = getattr(exc, "globals", set())
+        names = tuple(sorted({f"{m}.{n}" for m, n in seen}))
+        return ScanVerdict("dangerous", names, f"{path.name}: {exc}", (exc.request,))
+    except PickleTooLarge as exc:
+        return ScanVerdict("unreadable", (), f"{path.name}: {exc}")
     except _Unparseable as exc:
         return ScanVerdict("unreadable", (), f"{path.name}: not a readable pickle checkpoint ({exc})")
     except OSError as exc:
