@@ -28,7 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 _PLAN_DESTS = (
     "yes", "default_only", "add", "delete", "purge", "scan_dir", "autoscan", "convert", "full_precision",
-    "prediction_type", "device", "dry_run", "plan", "json", "lock_files", "in_place",
+    "prediction_type", "device", "dry_run", "plan", "json", "lock_files", "in_place", "allow_suspicious",
 )
 
 
@@ -66,6 +66,10 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prediction-type", "--prediction_type", dest="prediction_type", choices=("epsilon", "v"),
                    help="answer for SD-2 checkpoints whose prediction type cannot be read: "
                         "v for 768-pixel models, epsilon for 512-pixel base models")
+    g.add_argument("--allow-suspicious", "--allow_suspicious", dest="allow_suspicious", nargs="+", action="extend",
+                   metavar="FILE_OR_NAME", default=[],
+                   help="install these pickle files (.ckpt/.pt/.bin: a file name, path or import line) although the "
+                        "safety scan calls them suspicious (refused by default); dangerous files are never installed")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None,
                    help="where conversions run (default auto: CUDA when present)")
     g.add_argument("--max-connections", "--max_connections", dest="max_connections", type=_connections, metavar="N",
@@ -199,6 +203,7 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
         locked=base.locked,
         in_place=base.in_place or bool(getattr(args, "in_place", False)),
         lock_files=_lock_files(args, base),
+        allow_suspicious=tuple(dict.fromkeys([*base.allow_suspicious, *(getattr(args, "allow_suspicious", None) or [])])),
         extra=base.extra,
     )
 
@@ -473,6 +478,7 @@ def cmd_scan(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | 
         precision="fp32" if getattr(args, "full_precision", False) else "fp16",
         device=getattr(args, "device", None) or "auto",
         prediction_type=getattr(args, "prediction_type", None),
+        allow_suspicious=tuple(getattr(args, "allow_suspicious", None) or ()),
     )
     as_json = bool(getattr(args, "sub_json", False) or getattr(args, "json", False))
     if getattr(args, "dry_run", False):

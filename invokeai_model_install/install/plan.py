@@ -40,6 +40,10 @@ class InstallPlan:
     :param prediction_type: answer for SD2 checkpoints whose prediction type is
         undecided; ``None`` means ask (the front end's callback), or skip the item
         when nobody can answer.
+    :param allow_suspicious: pickle files the user chose to install although the safety scan calls
+        them ``suspicious`` (refused by default): each entry is a file name (``model.ckpt``), a path,
+        or an import line / model label; it matches that file only.  ``dangerous`` files are never
+        installed, whatever this says.
     """
 
     install_starters: tuple[str, ...] = ()
@@ -57,6 +61,7 @@ class InstallPlan:
     locked: tuple[Any, ...] = ()
     in_place: bool = False
     lock_files: Optional[Path] = None
+    allow_suspicious: tuple[str, ...] = ()
     extra: tuple[tuple[str, str], ...] = field(default=())  # reserved for front-end notes
 
     def is_empty(self) -> bool:

@@ -16,6 +16,7 @@ Example::
     precision: fp16              # or fp32
     device: auto                 # cpu, cuda, mps
     prediction_type: v           # answer for SD-2 checkpoints (epsilon or v)
+    allow_suspicious: [old-model.ckpt]   # install these although the safety scan calls them suspicious
 
 A lock file written by ``freeze`` is a plan file too: ``lock_version: 1`` and a ``locked`` list of models
 with their files, sizes and sha256 (see :mod:`invokeai_model_install.share.lockfile`); ``lock_files: DIR``
@@ -59,6 +60,7 @@ _KEYS = {
     "lock_version": "lock_version",
     "frozen_from": "frozen_from",
     "frozen_at": "frozen_at",
+    "allow_suspicious": "allow_suspicious",
 }
 _INFO_ONLY = ("lock_version", "frozen_from", "frozen_at")
 _CHOICES = {"precision": ("fp16", "fp32"), "device": ("auto", "cpu", "cuda", "mps"), "prediction_type": ("epsilon", "v")}
@@ -122,7 +124,7 @@ def parse_plan(data: Any, source: str = "<plan>", base_dir: Path | None = None) 
 
             values[field] = parse_locked(value, problems)
             continue
-        if field in ("install_starters", "remove_starters"):
+        if field in ("install_starters", "remove_starters", "allow_suspicious"):
             values[field] = _str_list(value, str(key), problems)
         elif field == "imports":
             values[field] = tuple(_local_line(line, base_dir) for line in _str_list(value, str(key), problems))
@@ -181,4 +183,6 @@ def plan_to_dict(plan: InstallPlan) -> dict[str, Any]:
     out["device"] = plan.device
     if plan.prediction_type is not None:
         out["prediction_type"] = plan.prediction_type
+    if plan.allow_suspicious:
+        out["allow_suspicious"] = list(plan.allow_suspicious)
     return out

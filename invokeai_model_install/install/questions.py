@@ -50,3 +50,20 @@ def ask_prediction(ctx: ItemContext, label: str) -> str:
         f"{label}: an SD-2 model whose prediction type cannot be read from the file; it was skipped",
         "answer it with --prediction-type epsilon|v (v for 768-pixel SD-2 models, epsilon for 512-pixel base ones)",
     )
+
+
+def ask_suspicious(ctx: ItemContext, label: str, file_name: str, reason: str) -> bool:
+    """Ask the front end whether to install one suspicious pickle anyway; the default (and no answer) refuses."""
+    if ctx.ask is None:
+        return False
+    ctx.qcount[0] += 1
+    q = QuestionAsked(
+        qid=f"q{ctx.qcount[0]}-{os.getpid()}",
+        kind="suspicious",
+        prompt=f"{label}: {file_name} is a suspicious pickle: {reason}. InvokeAI 2.3 runs such imports when it "
+        "loads the file. Install it anyway?",
+        choices=("refuse", "install"),
+        labels=("refuse it (recommended)", "install it anyway: I trust where it comes from"),
+    )
+    ctx.emit(q)
+    return ctx.ask(q) == "install"
