@@ -55,6 +55,7 @@ import fnmatch
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -264,11 +265,15 @@ class LoopbackServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.stopping = threading.Event()
+        #: set before start() to serve https (see tests/tlsproxy.py for a self-signed certificate)
+        self.tls: "ssl.SSLContext | None" = None
+        #: the host name put in URLs (default: the address listened on)
+        self.url_host: str | None = None
 
     @property
     def url(self) -> str:
-        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:43123``."""
-        return f"http://{self.host}:{self.port}"
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:43123`` (``https://`` with ``tls``)."""
+        return f"{'https' if self.tls is not None else 'http'}://{self.url_host or self.host}:{self.port}"
 
     def start(self) -> "LoopbackServer":
         server = self
@@ -277,6 +282,8 @@ class LoopbackServer:
             owner = server
 
         httpd = _QuietServer((self.host, self.port), Handler)
+        if self.tls is not None:  # the handshake happens in the handler's thread, on first read
+            httpd.socket = self.tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         httpd.daemon_threads = True
         self.port = httpd.server_address[1]
         self._httpd = httpd

@@ -43,19 +43,33 @@ def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
 
 @pytest.fixture
 def make_file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., FileServer]]:
-    """Factory: ``make_file_server(folder=None, host="127.0.0.1") -> FileServer`` (started; stopped at teardown)."""
+    """Factory: ``make_file_server(folder=None, host="127.0.0.1", tls=None) -> FileServer`` (started; stopped
+    at teardown).  ``tls``: the ``tls_cert`` fixture's (cert, key) to serve https."""
     servers: list[FileServer] = []
 
-    def make(folder=None, host: str = "127.0.0.1") -> FileServer:
+    def make(folder=None, host: str = "127.0.0.1", tls=None) -> FileServer:
         if folder is None:
             folder = tmp_path_factory.mktemp("files")
-        srv = FileServer(folder, host=host).start()
+        srv = FileServer(folder, host=host)
+        if tls is not None:
+            from tests.tlsproxy import server_context
+
+            srv.tls = server_context(*tls)
+        srv.start()
         servers.append(srv)
         return srv
 
     yield make
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory):
+    """(cert.pem, key.pem): a self-signed certificate for localhost and 127.0.0.1-3 (trust it with SSL_CERT_FILE)."""
+    from tests.tlsproxy import self_signed
+
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

@@ -410,7 +410,12 @@ def test_resolve_url_name_size_and_hash(file_server, tmp_path):
     assert r.commit is None and r.kind_hint is None
 
 
-def test_token_never_reaches_a_foreign_host(file_server, other_file_server, tmp_path):
+def test_token_never_reaches_a_foreign_host(make_file_server, tls_cert, tmp_path, monkeypatch):
+    # over https: URL tokens are never sent in clear text (tests/test_security_net.py)
+    from tests.plugin_servers import _other_loopback_host
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_cert[0]))
+    file_server, other_file_server = make_file_server(tls=tls_cert), make_file_server(host=_other_loopback_host(), tls=tls_cert)
     data, sha = put(other_file_server, "cdn.safetensors", 300_000)
     (file_server.folder / "placeholder").write_bytes(b"")
     url = file_server.route("/api/download/models/7", "placeholder")

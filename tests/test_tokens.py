@@ -22,7 +22,8 @@ def test_token_for_each_host():
     assert tokens.token_for("https://civitai.com.evil.net/x", S) is None
     assert tokens.token_for("https://a.cdn.example:8443/x", S) == "cdn_999999"
     assert tokens.token_for("https://a.cdn.example/x", S) is None
-    assert tokens.token_for("http://127.0.0.2:9000/x", S) == "local_77777"
+    assert tokens.token_for("https://127.0.0.2:9000/x", S) == "local_77777"
+    assert tokens.token_for("http://127.0.0.2:9000/x", S) is None  # never a URL token in clear text
     default = DownloadSettings(hf_token="hf_t")
     assert tokens.token_for("https://huggingface.co/o/n/resolve/main/x", default) == "hf_t"
     assert tokens.token_for("https://hf.co/o/n", default) == "hf_t"

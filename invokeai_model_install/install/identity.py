@@ -27,12 +27,10 @@ def source_key(source: Any) -> str:
     if kind == "HubSource":
         return hub_key(source.repo_id, source.subfolder, source.revision, source.path_in_repo)
     if kind == "UrlSource":
-        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+        from invokeai_model_install.redact import strip_secrets
 
-        # tokens in the query string are credentials, not identity
-        parts = urlsplit(source.url)
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if "token" not in k.lower()])
-        return "url:" + urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        # credentials in the query string (token, api_key, sig, X-Amz-Signature...) are not identity
+        return "url:" + strip_secrets(source.url)
     path = Path(os.path.expanduser(str(source.path)))
     try:
         path = path.resolve()

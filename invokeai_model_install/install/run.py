@@ -35,6 +35,7 @@ from invokeai_model_install.install.questions import SkippedByUser
 from invokeai_model_install.install.removal import NotInstalled
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.redact import redact_text
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,15 @@ def build_items(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None
     for line in plan.imports:
         for entry in _parse_line(line):
             if isinstance(entry, InstallerError):
-                items.append(WorkItem(id=next_id(), label=line, action="invalid", line=line, error=entry))
+                shown = redact_text(line)  # a line we could not parse may still hold ?token=...
+                items.append(WorkItem(id=next_id(), label=shown, action="invalid", line=shown, error=entry))
                 continue
             key = source_key(entry)
             if key in seen:
                 continue
             seen.add(key)
-            items.append(WorkItem(id=next_id(), label=getattr(entry, "label", line) or line, line=line, source=entry))
+            items.append(WorkItem(id=next_id(), label=getattr(entry, "label", None) or redact_text(line),
+                                  line=redact_text(line), source=entry))
     if plan.scan_dir is not None:
         from invokeai_model_install.install import scan
 
@@ -129,6 +132,21 @@ def build_items(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None
                     seen.add(key)
                     items.append(WorkItem(id=next_id(), label=str(src.path), line=str(src.path), source=src))
     return items
+
+
+_SHOWN_FIELDS = ("label", "message", "hint", "reason", "detail", "name", "prompt", "error")
+
+
+def _redacted(value: Any) -> Any:
+    """An event or outcome with credentials in URLs masked in every text field it shows (one last net)."""
+    changes = {}
+    for name in _SHOWN_FIELDS:
+        text = getattr(value, name, None)
+        if isinstance(text, str) and "://" in text:
+            clean = redact_text(text)
+            if clean != text:
+                changes[name] = clean
+    return dataclasses.replace(value, **changes) if changes else value
 
 
 def _parse_line(line: str) -> list[Any]:
@@ -212,7 +230,7 @@ def run_plan(
             continue
 
         def emit(event: Event, _id: str = item.id) -> None:
-            on_event(dataclasses.replace(event, item=_id))
+            on_event(_redacted(dataclasses.replace(event, item=_id)))
 
         emit(ItemStarted(label=item.label))
         ctx = ItemContext(layout=layout, plan=plan, settings=settings, emit=emit, ask=ask, cancel=cancel)
@@ -240,7 +258,7 @@ def run_plan(
             outcome = ItemOutcome(item.id, item.label, "failed", message=message, hint=hint, error=type(exc).__name__)
             emit(ItemFailed(message=message, hint=hint, error=type(exc).__name__))
         fetched += ctx.fetched
-        outcomes.append(dataclasses.replace(outcome, fetched_bytes=ctx.fetched))
+        outcomes.append(_redacted(dataclasses.replace(outcome, fetched_bytes=ctx.fetched)))
     result = InstallResult(tuple(outcomes), fetched, cancelled)
     on_event(
         PlanFinished(

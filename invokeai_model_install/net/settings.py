@@ -41,6 +41,12 @@ class DownloadSettings:
     disk_free: Callable[[Path], int] | None = field(default=None, repr=False, compare=False)
     #: how often the sidecar is saved while a file is in flight (seconds)
     sidecar_interval: float = 0.5
+    #: proxies by URL scheme (``("http", "http://proxy:3128")``, ``("https", ...)``), from HTTP(S)_PROXY/ALL_PROXY
+    proxies: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    #: hosts reached directly (NO_PROXY: comma-separated names, ``.domain`` suffixes, ``*`` for all)
+    no_proxy: str = ""
+    #: a CA bundle replacing the system's (REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE / SSL_CERT_FILE)
+    ca_bundle: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "DownloadSettings":
@@ -48,7 +54,9 @@ class DownloadSettings:
 
         ``HF_ENDPOINT``, ``HF_TOKEN`` (else the huggingface_hub token store), ``HF_HUB_OFFLINE``,
         ``INVOKEAI_MAX_CONNECTIONS``, ``CIVITAI_API_TOKEN``, ``INVOKEAI_URL_TOKENS``,
-        ``INVOKEAI_DOWNLOAD_RETRIES``, ``INVOKEAI_DOWNLOAD_TIMEOUT`` (read timeout, seconds).
+        ``INVOKEAI_DOWNLOAD_RETRIES``, ``INVOKEAI_DOWNLOAD_TIMEOUT`` (read timeout, seconds),
+        ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY`` (either case), and a CA bundle from
+        ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``/``SSL_CERT_FILE``.
         """
         env = os.environ if environ is None else environ
         endpoint = (env.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
@@ -64,6 +72,10 @@ class DownloadSettings:
                 if pattern and tok:
                     url_tokens.append((pattern.strip(), tok.strip()))
         values: dict = dict(
+            proxies=proxies_from_env(env),
+            no_proxy=_env_either(env, "no_proxy"),
+            ca_bundle=_env_either(env, "requests_ca_bundle") or _env_either(env, "curl_ca_bundle")
+            or _env_either(env, "ssl_cert_file") or None,
             hf_endpoint=endpoint,
             hf_token=token or None,
             offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE,
@@ -74,6 +86,22 @@ class DownloadSettings:
         )
         values.update(overrides)
         return cls(**values)
+
+
+def _env_either(env: Mapping[str, str], name: str) -> str:
+    """``name`` in lower case, else upper case (curl and requests prefer the lower-case spelling)."""
+    return (env.get(name.lower()) or env.get(name.upper()) or "").strip()
+
+
+def proxies_from_env(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``(scheme, proxy URL)`` pairs from ``http_proxy``/``https_proxy``/``all_proxy`` (either case)."""
+    out = []
+    fallback = _env_either(env, "all_proxy")
+    for scheme in ("http", "https"):
+        value = _env_either(env, f"{scheme}_proxy") or fallback
+        if value:
+            out.append((scheme, value if "://" in value else f"http://{value}"))
+    return tuple(out)
 
 
 def _int(text: str | None, default: int, lo: int, hi: int) -> int:

@@ -31,17 +31,10 @@ _SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 #: civitai's hosts: the site serves the same API under each name.  The one definition: tokens
 #: (``CIVITAI_API_TOKEN``), login hints and model names (from Content-Disposition) all use it.
 CIVITAI_HOSTS = ("civitai.com", "civitai.green", "civitai.red")
-_SECRET_PARAMS = re.compile(r"(?i)^(token|api_?key|access_token|auth|key|sig|signature|x-amz-signature|x-amz-credential|policy|key-pair-id)$")
 
 
-def redact_url(url: str) -> str:
-    """``url`` with secret-looking query values replaced by ``***`` (safe to show or store)."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.query:
-        return url
-    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    query = "&".join(f"{k}={'***' if _SECRET_PARAMS.match(k) else urllib.parse.quote(v, safe='')}" for k, v in pairs)
-    return urllib.parse.urlunsplit(parts._replace(query=query))
+# one definition of what a credential in a URL is (labels, errors, manifests all use it)
+from invokeai_model_install.redact import redact_text, redact_url  # noqa: E402,F401
 
 
 @dataclass(frozen=True)
@@ -154,7 +147,7 @@ def parse_source(line: str, *, environ: Mapping[str, str] | None = None) -> Sour
     if re.match(r"(?i)^https?://", text):
         parsed = urllib.parse.urlsplit(text)
         if not parsed.hostname:
-            raise SourceError(f"{text!r} is not a valid URL")
+            raise SourceError(f"{redact_url(text)!r} is not a valid URL")
         if parsed.netloc.lower() in _hub_hosts(environ) or (parsed.hostname or "").lower() in _HUB_HOSTS:
             return _hub_from_url(text, parsed)
         sha256 = None
@@ -173,7 +166,7 @@ def parse_source(line: str, *, environ: Mapping[str, str] | None = None) -> Sour
             )
         return UrlSource(url=url, sha256=sha256)
     if re.match(r"(?i)^[a-z][a-z0-9+.-]*://", text):
-        raise SourceError(f"{text!r}: only http:// and https:// URLs can be downloaded")
+        raise SourceError(f"{redact_text(text)!r}: only http:// and https:// URLs can be downloaded")
     path = Path(os.path.expanduser(text))
     if path.exists():
         return _local(path, text)
@@ -190,7 +183,7 @@ def parse_source(line: str, *, environ: Mapping[str, str] | None = None) -> Sour
             else:
                 raise SourceError(f"{text!r}: give at most one :subfolder and one @revision")
         return HubSource(repo_id=m.group("repo"), subfolder=subfolder or None, revision=revision)
-    raise SourceError(f"{text!r} is not a URL, a HuggingFace repo id (owner/name), or an existing file or folder")
+    raise SourceError(f"{redact_text(text)!r} is not a URL, a HuggingFace repo id (owner/name), or an existing file or folder")
 
 
 def _local(path: Path, text: str) -> Source:

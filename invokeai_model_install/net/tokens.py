@@ -6,8 +6,9 @@ Rules (issue #3; the old installer put tokens in query strings and logs):
   hf.co when the endpoint is the default);
 - a URL token (``CIVITAI_API_TOKEN`` -> civitai.com, civitai.green and civitai.red, or ``INVOKEAI_URL_TOKENS``) goes only to hosts that
   match its pattern;
-- a token is sent as ``Authorization: Bearer``, never in a URL, and never to a host reached through a
-  redirect to another host (:func:`headers_after_redirect`);
+- a token is sent as ``Authorization: Bearer``, never in a URL, only over https (except the HF token to
+  the user's own ``HF_ENDPOINT``, whatever its scheme), and never to a host reached through a redirect to
+  another host (:func:`headers_after_redirect`);
 - :func:`redact` removes every known token (and secret-looking URL parameters) from text before it goes
   into an error, an event, a log or a file.
 
@@ -64,7 +65,16 @@ def is_hub_url(url: str, settings: DownloadSettings) -> bool:
 
 
 def token_for(url: str, settings: DownloadSettings) -> str | None:
-    """The token that may be sent to ``url``'s host, or None."""
+    """The token that may be sent to ``url``, or None.
+
+    Only over https: a host match alone would send ``Authorization: Bearer`` to ``http://civitai.com``
+    in clear text.  The one exception is the user's own ``HF_ENDPOINT`` (same scheme, host and port):
+    the HF token goes to the endpoint the user chose, whatever its scheme, as huggingface_hub does.
+    """
+    if same_host(url, settings.hf_endpoint):
+        return settings.hf_token or None
+    if origin(url)[0] != "https":
+        return None
     if is_hub_url(url, settings):
         return settings.hf_token or None
     for pattern, token in settings.url_tokens:

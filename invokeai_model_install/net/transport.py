@@ -22,19 +22,26 @@ from invokeai_model_install.net.sources import redact_url
 USER_AGENT = "invokeai-model-install"
 
 _TLS_LOCK = threading.Lock()
-_TLS: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+_TLS: dict[tuple[str | None, str | None, str | None], ssl.SSLContext] = {}
 
 
-def tls_context() -> ssl.SSLContext:
-    """The default verifying TLS context, built once per CA setting (``SSL_CERT_FILE``/``SSL_CERT_DIR``).
+def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """A verifying TLS context, built once per CA setting: ``ca_bundle`` (REQUESTS_CA_BUNDLE,
+    CURL_CA_BUNDLE or SSL_CERT_FILE, see :class:`DownloadSettings`) when given, else the system's CAs
+    (OpenSSL reads ``SSL_CERT_FILE``/``SSL_CERT_DIR`` itself).
 
     Loading the system CA bundle takes milliseconds of CPU; every connection used to pay for it.
     """
-    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    key = (ca_bundle, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     with _TLS_LOCK:
         ctx = _TLS.get(key)
         if ctx is None:
-            ctx = _TLS[key] = ssl.create_default_context()
+            try:
+                ctx = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+            except (OSError, ssl.SSLError) as exc:
+                raise DownloadError(f"cannot read the CA bundle {ca_bundle} ({exc})",
+                                    "check REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE / SSL_CERT_FILE") from None
+            _TLS[key] = ctx
         return ctx
 
 
@@ -48,18 +55,34 @@ class Conns:
         self.live: set[http.client.HTTPConnection] = set()
         self.closed = False
 
+    def tls(self) -> ssl.SSLContext:
+        """The TLS context for this pool's connections: the system's CAs, or the settings' CA bundle."""
+        return tls_context(getattr(self.settings, "ca_bundle", None))
+
     def get(self, url: str) -> http.client.HTTPConnection:
         scheme, host, port = tokens.origin(url)
         pool = self.local.__dict__.setdefault("pool", {})
         key = (scheme, host, port)
         conn = pool.get(key)
         if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(host, port, timeout=self.settings.connect_timeout, context=tls_context())
-            elif scheme == "http":
-                conn = http.client.HTTPConnection(host, port, timeout=self.settings.connect_timeout)
-            else:
+            if scheme not in ("http", "https"):
                 raise DownloadError(f"{redact_url(url)}: only http and https URLs can be downloaded")
+            timeout = self.settings.connect_timeout
+            proxy = proxy_for(url, self.settings)
+            if proxy is None:
+                if scheme == "https":
+                    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self.tls())
+                else:
+                    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            else:
+                p_host, p_port, p_auth = proxy
+                extra = {"Proxy-Authorization": p_auth} if p_auth else {}
+                if scheme == "https":  # a CONNECT tunnel, then TLS to the origin through it
+                    conn = http.client.HTTPSConnection(p_host, p_port, timeout=timeout, context=self.tls())
+                    conn.set_tunnel(host, port, headers=extra)
+                else:  # plain proxying: absolute-form request targets
+                    conn = http.client.HTTPConnection(p_host, p_port, timeout=timeout)
+                    conn.proxy_headers = extra  # type: ignore[attr-defined]
             pool[key] = conn
             with self.lock:
                 self.live.add(conn)
@@ -100,6 +123,35 @@ class Conns:
                     pass
 
 
+def proxy_for(url: str, settings: DownloadSettings) -> tuple[str, int, str | None] | None:
+    """``(host, port, Proxy-Authorization value)`` of the proxy for ``url``, or None to connect directly.
+
+    The same rules as huggingface_hub's metadata calls and curl: ``<scheme>_proxy`` (or ``all_proxy``),
+    unless the host is in ``no_proxy`` (names, ``.domain`` suffixes, ``host:port``, ``*``).
+    """
+    scheme, host, port = tokens.origin(url)
+    proxy = dict(settings.proxies).get(scheme)
+    if not proxy:
+        return None
+    if settings.no_proxy:
+        from urllib.request import proxy_bypass_environment
+
+        no = {"no": settings.no_proxy}
+        if settings.no_proxy.strip() == "*" or proxy_bypass_environment(f"{host}:{port}", no) or proxy_bypass_environment(host, no):
+            return None
+    parts = urllib.parse.urlsplit(proxy)
+    if parts.scheme.lower() not in ("http", ""):
+        raise DownloadError(f"proxy {redact_url(proxy)}: only http:// proxies are supported",
+                            "set HTTPS_PROXY/HTTP_PROXY to an http://host:port proxy")
+    auth = None
+    if parts.username:
+        import base64
+
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        auth = "Basic " + base64.b64encode(pair.encode()).decode()
+    return (parts.hostname or ""), (parts.port or 80), auth
+
+
 class Retry(Exception):
     """A transient failure: try again after ``delay`` (None: computed backoff)."""
 
@@ -131,9 +183,14 @@ def open_request(
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        send = hdrs
+        via = getattr(conn, "proxy_headers", None)
+        if via is not None:  # plain http through a proxy: absolute-form target, proxy credentials
+            target = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+            send = {**hdrs, **via}
         try:
             conns.connect(conn)
-            conn.request(method, target, headers=hdrs)
+            conn.request(method, target, headers=send)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conns.drop(current)
