@@ -134,7 +134,8 @@ def test_harmless_parameters_stay():
 def test_unparseable_line_and_skipped_items_never_show_the_token(tmp_path):
     from invokeai_model_install.app.configure import create_layout
     from invokeai_model_install.install.plan import InstallPlan
-    from invokeai_model_install.install.worker import resolve_plan, run_plan
+    from invokeai_model_install.install.dry_run import resolve_plan
+    from invokeai_model_install.install.run import run_plan
     from invokeai_model_install.root.layout import RootLayout
 
     layout = RootLayout(tmp_path / "root")

@@ -36,6 +36,7 @@ from typing import Any
 
 from invokeai_model_install.identify.families import NEWER_FAMILIES
 from invokeai_model_install.errors import ProbeError
+from invokeai_model_install.formats.pickle_header import PickleHeaderError
 from invokeai_model_install.identify.headers import open_index
 from invokeai_model_install.identify.rules import (
     BASE_BY_CONTEXT,
