@@ -228,6 +228,9 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
         renamed = strip_variants(staged, rels)
         rels = [renamed.get(r, r) for r in rels]
         sha_by_rel = {renamed.get(r, r): d for r, d in sha_by_rel.items()}
+        for new in renamed.values():
+            if new.endswith(".index.json"):  # a sharded fp16 set's index, rewritten to the plain shard names
+                sha_by_rel[new] = mf.sha256_file(staged / new, ctx.cancel)
     files = tuple(
         mf.FileRecord(layout.relative(dest / rel) if not single else layout.relative(dest), file_size(src_path, rel, single),
                       sha_by_rel.get(rel, ""), 0)

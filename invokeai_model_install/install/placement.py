@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -29,26 +30,106 @@ def single_model_file(rels: list[str]) -> str | None:
 _VARIANT_NAME = re.compile(r"^(?P<stem>[^/]+)\.(?P<variant>fp16)\.(?P<ext>safetensors|bin)$")
 
 
+_VARIANT_INDEX = re.compile(r"^(?P<stem>[^/]+)\.(?P<ext>safetensors|bin)\.index\.fp16\.json$")
+
+
+#: a shard of a variant set as diffusers and transformers name it today: ``model.fp16-00001-of-00002.safetensors``
+_VARIANT_SHARD = re.compile(r"^(?P<stem>[^/]+)\.fp16(?P<shard>-\d+-of-\d+)\.(?P<ext>safetensors|bin)$")
+
+
+def _plain(name: str) -> str | None:
+    """The name without the ``fp16`` variant: ``x.fp16.safetensors``, ``x-00001-of-00002.fp16.safetensors``
+    (older writers) and ``x.fp16-00001-of-00002.safetensors`` lose it; None for other names."""
+    m = _VARIANT_SHARD.match(name)
+    if m:
+        return f"{m['stem']}{m['shard']}.{m['ext']}"
+    m = _VARIANT_NAME.match(name)
+    return f"{m['stem']}.{m['ext']}" if m else None
+
+
+def _sharded_moves(folder: Path, parent: str, index: str, names: set[str]) -> tuple[dict[str, str], dict] | None:
+    """Renames for one fp16 shard index and its shards (``{old: new}`` names in ``parent``) and the rewritten
+    index, or None to leave that set alone (an unexpected layout: it still loads with ``variant="fp16"``)."""
+    m = _VARIANT_INDEX.match(index)
+    new_index = f"{m['stem']}.{m['ext']}.index.json"
+    if new_index in names:
+        return None
+    try:
+        data = json.loads((folder / parent / index).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        return None
+    moves = {index: new_index}
+    for shard in set(weight_map.values()):
+        plain = _plain(shard)
+        if plain is None or shard not in names or (plain in names and plain not in moves.values()):
+            return None
+        moves[shard] = plain
+    if len(set(moves.values())) != len(moves):
+        return None
+    data = dict(data, weight_map={k: moves[v] for k, v in weight_map.items()})
+    return moves, data
+
+
 def strip_variants(folder: Path, rels: list[str]) -> dict[str, str]:
     """Rename ``x.fp16.safetensors`` to ``x.safetensors`` in a downloaded folder; returns old -> new relpaths.
 
     A diffusers folder whose weights carry the variant suffix loads only with
     ``variant="fp16"``; with plain names it loads with no arguments (what InvokeAI
-    does).  Sharded sets (an index json) keep their names: the index lists them.
+    does).  A sharded fp16 set (``X.safetensors.index.fp16.json`` naming
+    ``X-00001-of-00002.fp16.safetensors``...) is renamed as a whole: every shard, and
+    the index rewritten to the plain names as ``X.safetensors.index.json`` (the caller
+    re-hashes it).  A set laid out any other way, or a plain index's shards, keep
+    their names: the folder still loads as it was.
     """
     renamed: dict[str, str] = {}
-    present = set(rels)
+    by_parent: dict[str, set[str]] = {}
     for rel in rels:
         parent, _, name = rel.rpartition("/")
-        m = _VARIANT_NAME.match(name)
-        if not m:
-            continue
-        plain = f"{m['stem']}.{m['ext']}"
-        new = f"{parent}/{plain}" if parent else plain
-        if new in present or any(r.startswith(f"{parent}/") and r.endswith(".index.json") for r in rels if parent):
-            continue
-        os.replace(folder / rel, folder / new)
-        renamed[rel] = new
+        by_parent.setdefault(parent, set()).add(name)
+    for parent, names in sorted(by_parent.items()):
+        def rel_of(name: str, _parent: str = parent) -> str:
+            return f"{_parent}/{name}" if _parent else name
+
+        moves: dict[str, str] = {}
+        rewrites: dict[str, dict] = {}
+        left_alone: set[str] = set()
+        for index in sorted(n for n in names if _VARIANT_INDEX.match(n)):
+            found = _sharded_moves(folder, parent, index, names)
+            if found is None:
+                left_alone.add(index)
+                continue
+            set_moves, data = found
+            if set(set_moves) & set(moves):
+                left_alone.add(index)
+                continue
+            moves.update(set_moves)
+            rewrites[index] = data
+        if left_alone or any(n.endswith(".index.json") for n in names):
+            # a set we do not rename lists its shards by name: rename nothing in this folder
+            moves, rewrites = {}, {}
+        else:
+            for name in sorted(names):
+                plain = _plain(name)
+                if plain is None or name in moves or plain in names or plain in moves.values():
+                    continue
+                moves[name] = plain
+        for old, new in sorted(moves.items()):
+            if old in rewrites:
+                continue
+            os.replace(folder / rel_of(old), folder / rel_of(new))
+            renamed[rel_of(old)] = rel_of(new)
+        for index, data in rewrites.items():
+            if index not in moves:
+                continue
+            target = folder / rel_of(moves[index])
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp, target)
+            (folder / rel_of(index)).unlink()
+            renamed[rel_of(index)] = rel_of(moves[index])
     return renamed
 
 

@@ -1,0 +1,99 @@
+"""Issue 11 items that need the stand-in hub: sharded fp16 sets (11)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from invokeai_model_install.app.configure import create_layout
+from invokeai_model_install.install.placement import strip_variants
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.install.run import run_plan
+from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.root.layout import RootLayout
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture
+def root(tmp_path):
+    layout = RootLayout(tmp_path / "invokeai")
+    create_layout(layout)
+    return layout
+
+
+@pytest.fixture(scope="module")
+def sharded_fp16_repo(tiny_models, tmp_path_factory):
+    """The tiny SD-1 pipeline whose unet (diffusers) and text encoder (transformers) are sharded fp16 sets only."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = tmp_path_factory.mktemp("sharded") / "repo"
+    shutil.copytree(tiny_models["sd-1"], folder)
+    for sub in ("unet", "text_encoder"):
+        for f in (folder / sub).iterdir():
+            if f.suffix in (".safetensors", ".bin") or f.name.endswith(".index.json"):
+                f.unlink()
+    unet = UNet2DConditionModel.from_pretrained(tiny_models["sd-1"] / "unet").to(torch.float16)
+    unet.save_pretrained(folder / "unet", variant="fp16", max_shard_size="2MB")
+    te = CLIPTextModel.from_pretrained(tiny_models["sd-1"] / "text_encoder").to(torch.float16)
+    te.save_pretrained(folder / "text_encoder", variant="fp16", max_shard_size="200KB")
+    assert (folder / "unet/diffusion_pytorch_model.safetensors.index.fp16.json").is_file()
+    assert (folder / "text_encoder/model.safetensors.index.fp16.json").is_file()
+    assert len(list((folder / "unet").glob("diffusion_pytorch_model*fp16*-of-*"))) > 1
+    assert len(list((folder / "text_encoder").glob("model*fp16*-of-*"))) > 1
+    return folder, unet.state_dict(), te.state_dict()
+
+
+def test_sharded_fp16_set_is_renamed_consistently_and_loads(root, hub_server, sharded_fp16_repo):
+    folder, unet_sd, te_sd = sharded_fp16_repo
+    hub_server.add_repo("test/sharded", folder)
+    result = run_plan(InstallPlan(imports=("test/sharded",)), root, on_event=lambda e: None)
+    assert result.ok, result.failed
+    dest = root.root / "models/diffusers/sharded"
+    assert not list(dest.rglob("*.fp16.*"))
+    index = json.loads((dest / "unet/diffusion_pytorch_model.safetensors.index.json").read_text())
+    assert all((dest / "unet" / shard).is_file() and ".fp16." not in shard for shard in index["weight_map"].values())
+    # the manifest's hashes match what is on disk, the rewritten index included
+    assert not mf.verify_manifest(root, mf.read_manifest(root, "sharded"), full=True)
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(dest, local_files_only=True)  # no variant= needed
+    for name, tensor in unet_sd.items():
+        assert torch.equal(pipe.unet.state_dict()[name].to(tensor.dtype), tensor), name
+    for name, tensor in te_sd.items():
+        assert torch.equal(pipe.text_encoder.state_dict()[name].to(tensor.dtype), tensor), name
+
+
+def test_an_fp16_index_that_does_not_match_its_shards_is_left_alone(tmp_path):
+    (tmp_path / "unet").mkdir()
+    for name in ("diffusion_pytorch_model-00001-of-00002.fp16.safetensors", "diffusion_pytorch_model-00002-of-00002.fp16.safetensors"):
+        (tmp_path / "unet" / name).write_bytes(b"x")
+    index = {"metadata": {}, "weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.fp16.safetensors",
+                                            "b": "missing-00002-of-00002.fp16.safetensors"}}
+    (tmp_path / "unet/diffusion_pytorch_model.safetensors.index.fp16.json").write_text(json.dumps(index))
+    rels = sorted(f"unet/{p.name}" for p in (tmp_path / "unet").iterdir())
+    assert strip_variants(tmp_path, rels) == {}
+    assert sorted(f"unet/{p.name}" for p in (tmp_path / "unet").iterdir()) == rels
+
+
+def test_older_shard_names_are_renamed_with_their_index(tmp_path):
+    # x-00001-of-00002.fp16.safetensors (older writers) + x.safetensors.index.fp16.json: the issue's case
+    (tmp_path / "unet").mkdir()
+    shards = ["diffusion_pytorch_model-00001-of-00002.fp16.safetensors", "diffusion_pytorch_model-00002-of-00002.fp16.safetensors"]
+    for name in shards:
+        (tmp_path / "unet" / name).write_bytes(name.encode())
+    index = {"metadata": {"total_size": 2}, "weight_map": {"a": shards[0], "b": shards[1]}}
+    (tmp_path / "unet/diffusion_pytorch_model.safetensors.index.fp16.json").write_text(json.dumps(index))
+    (tmp_path / "unet/config.json").write_text("{}")
+    rels = sorted(f"unet/{p.name}" for p in (tmp_path / "unet").iterdir())
+    renamed = strip_variants(tmp_path, rels)
+    assert renamed["unet/diffusion_pytorch_model.safetensors.index.fp16.json"] == "unet/diffusion_pytorch_model.safetensors.index.json"
+    new_index = json.loads((tmp_path / "unet/diffusion_pytorch_model.safetensors.index.json").read_text())
+    assert new_index["weight_map"] == {"a": "diffusion_pytorch_model-00001-of-00002.safetensors",
+                                       "b": "diffusion_pytorch_model-00002-of-00002.safetensors"}
+    assert new_index["metadata"] == {"total_size": 2}
+    assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == sorted(
+        ["config.json", "diffusion_pytorch_model.safetensors.index.json", *new_index["weight_map"].values()])
