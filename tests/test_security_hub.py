@@ -97,3 +97,74 @@ def test_older_shard_names_are_renamed_with_their_index(tmp_path):
     assert new_index["metadata"] == {"total_size": 2}
     assert sorted(p.name for p in (tmp_path / "unet").iterdir()) == sorted(
         ["config.json", "diffusion_pytorch_model.safetensors.index.json", *new_index["weight_map"].values()])
+
+
+# --- 12: pinned hashes beat the server's ---------------------------------------------------------
+
+
+def _vae_repo(tmp_path, tiny_checkpoints, tag: bytes = b""):
+    """A repo holding one single-file VAE; ``tag`` changes its bytes (a mirror serving other bytes)."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / f"repo{len(tag)}"
+    folder.mkdir()
+    fill = 1.0 + len(tag)
+    tensors = {"encoder.conv_in.weight": torch.full((32, 3, 3, 3), fill), "decoder.conv_in.weight": torch.full((32, 4, 3, 3), fill),
+               "encoder.conv_in.bias": torch.zeros(32), "decoder.conv_in.bias": torch.zeros(32)}
+    save_file(tensors, str(folder / "vae.safetensors"))
+    return folder, hashlib.sha256((folder / "vae.safetensors").read_bytes()).hexdigest()
+
+
+def _catalog(tmp_path, sha: str) -> "Path":
+    p = tmp_path / "catalog.yaml"
+    p.write_text(f"""
+pinned-vae:
+  description: A pinned single-file VAE
+  repo_id: test/pinned-vae
+  file: vae.safetensors
+  sha256: {sha}
+  format: ckpt
+  recommended: false
+  size: 1000
+""")
+    return p
+
+
+def test_catalogue_pin_refuses_a_mirror_with_other_bytes_and_a_matching_lfs_hash(root, hub_server, tiny_checkpoints, tmp_path):
+    good, good_sha = _vae_repo(tmp_path, tiny_checkpoints)
+    evil, evil_sha = _vae_repo(tmp_path, tiny_checkpoints, tag=b"x")
+    assert good_sha != evil_sha
+    catalog = _catalog(tmp_path, good_sha)
+    hub_server.add_repo("test/pinned-vae", evil)  # the mirror's LFS hash matches the bytes it sends
+    result = run_plan(InstallPlan(install_starters=("pinned-vae",)), root, catalog_path=catalog, on_event=lambda e: None)
+    assert [o.status for o in result.outcomes] == ["failed"]
+    msg = result.outcomes[0].message
+    assert "vae.safetensors" in msg and good_sha in msg and evil_sha in msg, msg
+    assert not any((root.models_dir).rglob("vae.safetensors"))
+    assert hub_server.stats.served("/test/pinned-vae/resolve/*/vae.safetensors") == 0  # refused before fetching
+    # the real bytes install
+    hub_server.add_repo("test/pinned-vae", good)
+    result = run_plan(InstallPlan(install_starters=("pinned-vae",)), root, catalog_path=catalog, on_event=lambda e: None)
+    assert [o.status for o in result.outcomes] == ["installed"], result.outcomes
+
+
+def test_manifest_hashes_pin_a_repair_at_the_same_revision(tmp_path):
+    from types import SimpleNamespace
+
+    from invokeai_model_install.errors import IntegrityError
+    from invokeai_model_install.install.pins import apply_pins, manifest_pins
+    from invokeai_model_install.net.settings import RemoteFile, Resolved
+
+    rec = mf.FileRecord("models/diffusers/m/unet/diffusion_pytorch_model.safetensors", 10, "a" * 64)
+    man = SimpleNamespace(revision="c0ffee", path="models/diffusers/m", files=(rec,))
+    resolved = Resolved((RemoteFile("http://h/x", "unet/diffusion_pytorch_model.fp16.safetensors", 10, "b" * 64),), "c0ffee")
+    pins = manifest_pins(man, resolved, None)
+    assert pins == {"unet/diffusion_pytorch_model.fp16.safetensors": "a" * 64}
+    with pytest.raises(IntegrityError, match="diffusion_pytorch_model.fp16.safetensors"):
+        apply_pins(resolved, pins, "m", what="the manifest")
+    # another revision is another set of files: no pin
+    assert manifest_pins(man, Resolved(resolved.files, "beef"), None) == {}
+    unlisted = Resolved((RemoteFile("http://h/x", "unet/diffusion_pytorch_model.fp16.safetensors", 10, None),), "c0ffee")
+    assert apply_pins(unlisted, pins, "m", what="the manifest").files[0].sha256 == "a" * 64

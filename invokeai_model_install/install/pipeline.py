@@ -46,6 +46,7 @@ from invokeai_model_install.install.placement import (
     single_model_file,
     strip_variants,
 )
+from invokeai_model_install.install.pins import apply_pins, catalogue_pins, manifest_pins
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.install.questions import ask_prediction, prediction_type
 from invokeai_model_install.install.register import register, registered_elsewhere, same_place
@@ -171,6 +172,9 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
     # 1. resolve + download into staging
     ctx.stage("resolve", spec.label)
     resolved = resolve_remote(spec, ctx.settings, ctx.plan.precision)
+    # hashes we hold (an earlier install of this revision) beat the server's
+    resolved = apply_pins(resolved, manifest_pins(broken.get(spec.key), resolved, layout), spec.label,
+                          what="the manifest of the installed copy")
     staged = staging_dir(layout, spec.key)
     sha_by_rel = _download(resolved, staged, ctx)
     ctx.stage("verify")
@@ -400,9 +404,12 @@ def resolve_remote(spec: Spec, settings: Any, precision: str) -> Any:
         first: InstallerError | None = None
         for repo in s.repo_ids:
             try:
-                return hub.resolve_hub(sources.HubSource(repo_id=repo, path_in_repo=s.file), settings, precision)
+                resolved = hub.resolve_hub(sources.HubSource(repo_id=repo, path_in_repo=s.file), settings, precision)
             except NotFoundError as err:
                 first = first or err
+                continue
+            # the catalogue's sha256 pin, not the (mirror) server's LFS hash, is the reference
+            return apply_pins(resolved, catalogue_pins(s, resolved), s.key, what="the starter catalogue")
         assert first is not None
         if len(s.repo_ids) > 1:
             raise NotFoundError(f"{first.message} (also tried {', '.join(s.repo_ids[1:])})", first.hint)
