@@ -168,3 +168,61 @@ def test_manifest_hashes_pin_a_repair_at_the_same_revision(tmp_path):
     assert manifest_pins(man, Resolved(resolved.files, "beef"), None) == {}
     unlisted = Resolved((RemoteFile("http://h/x", "unet/diffusion_pytorch_model.fp16.safetensors", 10, None),), "c0ffee")
     assert apply_pins(unlisted, pins, "m", what="the manifest").files[0].sha256 == "a" * 64
+
+
+# --- 13: two installers, different sources, same base name ------------------------------------------
+
+
+def test_two_installers_with_the_same_base_name_never_share_a_destination(root, make_file_server, monkeypatch, tmp_path):
+    import threading
+
+    from safetensors.torch import save_file
+
+    from invokeai_model_install.install import pipeline
+    from invokeai_model_install.net.settings import DownloadSettings
+    from invokeai_model_install.root.registry import Registry
+
+    srv = make_file_server()
+    contents = {}
+    for sub, fill in (("a", 1.0), ("b", 2.0)):
+        (srv.folder / sub).mkdir()
+        save_file({"encoder.conv_in.weight": torch.full((32, 3, 3, 3), fill), "decoder.conv_in.weight": torch.full((32, 4, 3, 3), fill)},
+                  str(srv.folder / sub / "model.safetensors"))
+        contents[sub] = (srv.folder / sub / "model.safetensors").read_bytes()
+
+    # both installers reach the point between choosing a destination and writing their manifest together
+    barrier = threading.Barrier(2, timeout=10)
+    real = pipeline.stanza_for
+
+    def slow_stanza(*args, **kwargs):
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "stanza_for", slow_stanza)
+    settings = DownloadSettings(hf_endpoint="http://127.0.0.1:9", backoff=0.01, retries=1)
+    results = {}
+
+    def install(sub):
+        results[sub] = run_plan(InstallPlan(imports=(srv.url_for(f"{sub}/model.safetensors"),)), root, settings=settings,
+                                on_event=lambda e: None)
+
+    threads = [threading.Thread(target=install, args=(sub,)) for sub in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r.ok for r in results.values()), {k: r.outcomes for k, r in results.items()}
+    names = {results[s].outcomes[0].name for s in ("a", "b")}
+    assert len(names) == 2, names
+    paths = {results[s].outcomes[0].path for s in ("a", "b")}
+    assert len(paths) == 2, paths
+    for sub in ("a", "b"):
+        out = results[sub].outcomes[0]
+        assert (root.root / out.path).read_bytes() == contents[sub]
+        m = mf.read_manifest(root, out.name)
+        assert m is not None and m.path == out.path and not mf.verify_manifest(root, m, full=True)
+    assert set(Registry(root.models_yaml).names()) >= names
+    assert not list((root.partial_dir / "locks" / "reserved").glob("*.json"))  # reservations released

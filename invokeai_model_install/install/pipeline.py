@@ -42,6 +42,7 @@ from invokeai_model_install.install.placement import (
     file_size,
     free_name,
     refresh_mtimes,
+    release_reservations,
     remove_path,
     single_model_file,
     strip_variants,
@@ -145,7 +146,10 @@ def _install_starter_vae(starter: Any, ctx: ItemContext) -> Any:
 def _install(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> Installed:
     # Two installers on one root may pick the same model: the second waits, then finds it installed.
     with source_lock(ctx, spec):
-        return _install_locked(spec, ctx, convert=convert, vae=vae)
+        try:
+            return _install_locked(spec, ctx, convert=convert, vae=vae)
+        finally:
+            release_reservations(ctx.layout)  # the manifest holds the name now (or the item failed)
 
 
 def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> Installed:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 from invokeai_model_install.errors import ConfigError
 from invokeai_model_install.install.item import ItemContext
@@ -133,16 +137,102 @@ def strip_variants(folder: Path, rels: list[str]) -> dict[str, str]:
     return renamed
 
 
+# --- choosing a name and a destination: under one root-wide lock, reserved until the manifest exists -----
+#
+# Two installers with different sources of the same base name (two URLs ending in model.safetensors) must not
+# pick the same name or path.  The choice is made under ``models/.partial/locks/placement.lock`` and written
+# down at once as a reservation (``locks/reserved/<name>.json``: name, destination, owner); a manifest, written
+# later, then holds the name and the path.  Reservations of a process that is gone are ignored; each item's
+# own are dropped when it ends (pipeline ``_install``).
+
+
+@contextlib.contextmanager
+def _placement_lock(layout: RootLayout):
+    from filelock import FileLock
+
+    folder = layout.partial_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / "placement.lock"), timeout=120):
+        yield
+
+
+def _owner() -> str:
+    return f"{os.getpid()}-{threading.get_ident()}"
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reserved_dir(layout: RootLayout) -> Path:
+    return layout.partial_dir / "locks" / "reserved"
+
+
+def _reservations(layout: RootLayout) -> list[tuple[Path, dict]]:
+    out = []
+    folder = _reserved_dir(layout)
+    if not folder.is_dir():
+        return out
+    for f in folder.glob("*.json"):
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or not _pid_alive(str(data.get("owner", "")).split("-")[0]):
+            unlink_quiet(f)  # left by an installer that is gone
+            continue
+        out.append((f, data))
+    return out
+
+
+def _taken(ctx: ItemContext) -> tuple[set[str], set[Path]]:
+    """Names and destinations in use: models.yaml, manifests (name and path), live reservations."""
+    manifests = mf.all_manifests(ctx.layout)
+    names = set(ctx.registry.names()) | {m.name for m in manifests}
+    paths = {ctx.layout.absolute(m.path) for m in manifests}
+    for _f, data in _reservations(ctx.layout):
+        names.add(str(data.get("name")))
+        if data.get("dest"):
+            paths.add(Path(data["dest"]))
+    return names, paths
+
+
+def _reserve(layout: RootLayout, name: str, dest: Path | None) -> None:
+    folder = _reserved_dir(layout)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{hashlib.sha1(name.encode()).hexdigest()[:16]}.json"
+    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"name": name, "dest": str(dest) if dest else None, "owner": _owner()}), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def release_reservations(layout: RootLayout) -> None:
+    """Drop this thread's reservations (its manifests now hold the names, or the item failed)."""
+    me = _owner()
+    for f, data in _reservations(layout):
+        if data.get("owner") == me:
+            unlink_quiet(f)
+
+
 def free_name(ctx: ItemContext, base: str) -> str:
+    """A free model name for ``base`` (``base``, ``base-2``...), reserved for this item."""
     from invokeai_model_install.root.registry import sanitize_name
 
-    taken = set(ctx.registry.names()) | {m.name for m in mf.all_manifests(ctx.layout)}
-    name = sanitize_name(base)
-    n = 2
-    candidate = name
-    while candidate in taken:
-        candidate = f"{name}-{n}"
-        n += 1
+    with _placement_lock(ctx.layout):
+        taken, _paths = _taken(ctx)
+        name = sanitize_name(base)
+        n = 2
+        candidate = name
+        while candidate in taken:
+            candidate = f"{name}-{n}"
+            n += 1
+        _reserve(ctx.layout, candidate, None)
     return candidate
 
 
@@ -151,12 +241,14 @@ def choose_dir_dest(ctx: ItemContext, base: str, folder: Path, reuse: mf.Manifes
         return reuse.name, ctx.layout.absolute(reuse.path)  # repair a damaged install where it is
     from invokeai_model_install.root.registry import sanitize_name
 
-    taken = set(ctx.registry.names()) | {m.name for m in mf.all_manifests(ctx.layout)}
-    name = sanitize_name(base)
-    candidate, n = name, 2
-    while candidate in taken or (folder / candidate).exists():
-        candidate = f"{name}-{n}"
-        n += 1
+    with _placement_lock(ctx.layout):
+        taken, paths = _taken(ctx)
+        name = sanitize_name(base)
+        candidate, n = name, 2
+        while candidate in taken or (folder / candidate).exists() or folder / candidate in paths:
+            candidate = f"{name}-{n}"
+            n += 1
+        _reserve(ctx.layout, candidate, folder / candidate)
     return candidate, folder / candidate
 
 
@@ -165,18 +257,20 @@ def choose_file_dest(ctx: ItemContext, base: str, folder: Path, filename: str, r
         return reuse.name, ctx.layout.absolute(reuse.path)
     from invokeai_model_install.root.registry import sanitize_name
 
-    taken = set(ctx.registry.names()) | {m.name for m in mf.all_manifests(ctx.layout)}
-    name = sanitize_name(base)
-    candidate, n = name, 2
-    while candidate in taken:
-        candidate = f"{name}-{n}"
-        n += 1
-    stem, suffix = Path(filename).stem, Path(filename).suffix
-    stem = sanitize_name(stem)
-    dest, n = folder / f"{stem}{suffix}", 2
-    while dest.exists():  # never overwrite a file that is there
-        dest = folder / f"{stem}-{n}{suffix}"
-        n += 1
+    with _placement_lock(ctx.layout):
+        taken, paths = _taken(ctx)
+        name = sanitize_name(base)
+        candidate, n = name, 2
+        while candidate in taken:
+            candidate = f"{name}-{n}"
+            n += 1
+        stem, suffix = Path(filename).stem, Path(filename).suffix
+        stem = sanitize_name(stem)
+        dest, n = folder / f"{stem}{suffix}", 2
+        while dest.exists() or dest in paths:  # never overwrite a file that is there, or promised to another
+            dest = folder / f"{stem}-{n}{suffix}"
+            n += 1
+        _reserve(ctx.layout, candidate, dest)
     return candidate, dest
 
 
