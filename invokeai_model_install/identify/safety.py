@@ -391,8 +391,22 @@ def _scan_file(path: Path) -> ScanVerdict:
 
 
 def candidate_files(folder: Path) -> Iterable[Path]:
-    """Files in a folder that could hold code or weights: pickles by name or content, and safetensors."""
-    for root, _dirs, files in os.walk(folder):
+    """Files in a folder that could hold code or weights: pickles by name or content, and safetensors.
+
+    Symlinked subfolders are followed (a loader follows them: scan what will be loaded), each real
+    folder once (no loops).
+    """
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         for name in sorted(files):
             p = Path(root) / name
             if p.suffix.lower() in PICKLE_SUFFIXES + SAFETENSORS_SUFFIXES:

@@ -8,6 +8,7 @@ On disk (``partial_dir``)::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -75,6 +76,36 @@ def missing_ranges(done: list[list[int]], size: int) -> list[tuple[int, int]]:
     return gaps
 
 
+#: not on Windows (where a plain user cannot create symlinks anyway)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644, *, fresh: bool = False) -> int:
+    """``os.open`` that never follows a symlink at ``path`` (a shared root: another user could plant one
+    pointing at your files).  A symlink found there is removed (never followed) and the open retried;
+    ``fresh``: remove whatever is there first (a leftover temp file)."""
+    for _attempt in range(3):
+        if fresh:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        try:
+            return os.open(path, flags | _NOFOLLOW, mode)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EEXIST) or not (os.path.islink(path) or fresh):
+                raise
+            os.unlink(path)  # unlink removes the link itself
+    raise OSError(errno.ELOOP, "a symbolic link keeps appearing here", str(path))
+
+
+def read_nofollow(path: Path) -> str:
+    """The text of ``path``; a symlink is not followed (OSError)."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    with os.fdopen(fd, "r", encoding="utf-8") as fh:
+        return fh.read()
+
+
 class FileJob:
     """State of one file in flight: partial file, ranges done and unassigned, live segments, hasher.
 
@@ -127,7 +158,7 @@ class FileJob:
     def load(self) -> int:
         """Open/lock the partial file and take the ranges a previous run finished; -> bytes already there."""
         while True:
-            self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+            self.fd = open_nofollow(self.part, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0))
             if not try_lock(self.fd):
                 # another installer is fetching the same file: wait for it
                 os.close(self.fd)
@@ -145,7 +176,7 @@ class FileJob:
             os.close(self.fd)
             self.fd = -1
         try:
-            state = json.loads(self.meta.read_text())
+            state = json.loads(read_nofollow(self.meta))
         except (OSError, ValueError):
             state = None
         disk = os.fstat(self.fd).st_size
@@ -192,8 +223,10 @@ class FileJob:
             return  # another thread of this file is saving right now
         try:
             tmp = self.meta.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(state))
-            os.replace(tmp, self.meta)
+            fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fresh=True)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(state))
+            os.replace(tmp, self.meta)  # replaces a link itself, never what it points to
         finally:
             self.save_lock.release()
 
