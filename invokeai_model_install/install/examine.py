@@ -59,7 +59,7 @@ def check_safety(path: Path, ctx: ItemContext, label: str, *, delete_on_danger: 
                     f"{label}: {f.name} is a suspicious pickle, refused ({reason}); "
                     "InvokeAI 2.3 would run its imports when loading it",
                     f"install it anyway only if you trust its source: --allow-suspicious {f.name} "
-                    "(or tick it in the form); better, use a .safetensors version",
+                    "(or answer the form's question); better, use a .safetensors version",
                 )
             ctx.note(f"{f.name}: {verdict.message} (installed because you allowed it)")
         if verdict.verdict == "unreadable":
