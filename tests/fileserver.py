@@ -472,7 +472,7 @@ class _FileHandler(BaseHandler):
         if file is None:
             self.send_json(404, {"error": "not found"})
             return
-        headers = {}
+        headers = dict(srv.extra_headers.get(rel, {}))
         if rel in srv.content_disposition:
             headers["Content-Disposition"] = srv.content_disposition[rel]
         st = file.stat()
@@ -489,6 +489,8 @@ class FileServer(LoopbackServer):
         self.folder = Path(folder).resolve()
         self.routes: dict[str, str] = {}
         self.content_disposition: dict[str, str] = {}
+        #: more response headers by relpath (e.g. ``{"m.safetensors": {"Repr-Digest": "sha-256=:...:"}}``)
+        self.extra_headers: dict[str, dict[str, str]] = {}
         self.tokens: list[tuple[str, str]] = []
 
     def url_for(self, relpath: str) -> str:

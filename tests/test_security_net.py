@@ -200,3 +200,68 @@ def test_https_download_through_a_connect_proxy_and_no_proxy_bypass(tmp_path, ce
             assert len(proxy.seen) == before
     finally:
         srv.stop()
+
+
+# --- 20: a reference hash from the server's digest header or civitai's API ------------------------
+
+
+def _b64(hexdigest: str) -> str:
+    import base64
+
+    return base64.b64encode(bytes.fromhex(hexdigest)).decode()
+
+
+def test_digest_headers_parsed():
+    from invokeai_model_install.net.digests import sha256_from_headers
+
+    h = "ab" * 32
+    assert sha256_from_headers({"repr-digest": f"sha-512=:{'A' * 88}:, sha-256=:{_b64(h)}:"}, 206) == h
+    assert sha256_from_headers({"content-digest": f"sha-256=:{_b64(h)}:"}, 200) == h
+    assert sha256_from_headers({"content-digest": f"sha-256=:{_b64(h)}:"}, 206) is None  # digest of a range
+    assert sha256_from_headers({"content-digest": f"sha-256=:{_b64(h)}:", "content-encoding": "gzip"}, 200) is None
+    assert sha256_from_headers({"digest": f"SHA-256={_b64(h)}"}, 206) == h
+    assert sha256_from_headers({"repr-digest": "sha-256=:bm90IGEgZGlnZXN0:"}, 200) is None
+
+
+def test_repr_digest_verifies_a_plain_url(file_server, tmp_path):
+    data, sha = _put(file_server, "m.safetensors", 2 * MB)
+    file_server.extra_headers["m.safetensors"] = {"Repr-Digest": f"sha-256=:{_b64(sha)}:"}
+    s = _settings(hf_endpoint="http://127.0.0.1:9")
+    resolved = urls.resolve_url(UrlSource(file_server.url_for("m.safetensors")), s)
+    assert resolved.files[0].sha256 == sha
+    assert _fetch(file_server.url_for("m.safetensors"), s, tmp_path / "a").sha256["m.safetensors"] == sha
+    file_server.faults.corrupt("/m.safetensors")  # the right size, other bytes: only a hash can tell
+    from invokeai_model_install.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="m.safetensors"):
+        _fetch(file_server.url_for("m.safetensors"), s, tmp_path / "b")
+
+
+def test_civitai_published_sha256_verifies_the_download(tmp_path):
+    (tmp_path / "srv").mkdir()
+    srv = _serve(tmp_path / "srv", url_host="civitai.com")  # civitai.com only through the stand-in proxy
+    try:
+        data, sha = _put(srv, "dreamy.safetensors", 2 * MB)
+        url = srv.route("/api/download/models/4242", "dreamy.safetensors")
+        srv.content_disposition["dreamy.safetensors"] = 'attachment; filename="dreamy.safetensors"'
+        api = {"id": 4242, "files": [
+            {"name": "dreamy-vae.pt", "type": "VAE", "hashes": {"SHA256": "00" * 32}},
+            {"name": "dreamy.safetensors", "type": "Model", "primary": True, "hashes": {"SHA256": sha.upper(), "AutoV2": "x"}},
+        ]}
+        (srv.folder / "version.json").write_text(json.dumps(api))
+        srv.route("/api/v1/model-versions/4242", "version.json")
+        with StandInProxy({"civitai.com": "127.0.0.1"}) as proxy:
+            s = DownloadSettings.from_env({"HTTP_PROXY": proxy.url}, backoff=0.01, retries=1, split_size=1 * MB)
+            resolved = urls.resolve_url(UrlSource(url), s)
+            assert resolved.files[0].sha256 == sha and resolved.files[0].relpath == "dreamy.safetensors"
+            srv.faults.corrupt("/api/download/models/4242")
+            from invokeai_model_install.errors import IntegrityError
+
+            with pytest.raises(IntegrityError):
+                _fetch(url, s, tmp_path / "c")
+            # an API that does not answer: no reference hash, the download goes on (size checked)
+            srv.faults.clear()
+            srv.faults.status("/api/v1/model-versions/*", 500, times=None)
+            assert urls.resolve_url(UrlSource(url), s).files[0].sha256 is None
+    finally:
+        srv.stop()

@@ -99,7 +99,11 @@ def resolve_url(src: UrlSource, settings: DownloadSettings) -> Resolved:
         if name is None:
             name = safe_filename(urllib.parse.unquote(urllib.parse.urlsplit(src.url).path.rsplit("/", 1)[-1])) or "download"
         etag = headers.get("etag")
-        rf = RemoteFile(src.url, safe_relpath(name, src.label), size, src.sha256, etag=etag)
+        # a reference hash: the user's #sha256=, else the server's digest header, else civitai's API
+        from invokeai_model_install.net.digests import civitai_sha256, sha256_from_headers
+
+        sha256 = src.sha256 or sha256_from_headers(headers, resp.status) or civitai_sha256(src.url, name, settings)
+        rf = RemoteFile(src.url, safe_relpath(name, src.label), size, sha256, etag=etag)
         return Resolved(files=(rf,), commit=None, label=name, kind_hint=None, total_size=max(size, 0))
     except (OSError, http.client.HTTPException) as exc:
         raise http_errors.from_network_error(exc, src.url, what) from None
