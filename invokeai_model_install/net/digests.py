@@ -19,6 +19,7 @@ import re
 import urllib.parse
 
 from invokeai_model_install.net.settings import DownloadSettings
+from invokeai_model_install.net.sources import is_civitai_url
 
 _SF_ITEM = re.compile(r"(?i)(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]+):")
 _LEGACY_ITEM = re.compile(r"(?i)(?:^|,)\s*sha-256\s*=\s*([A-Za-z0-9+/=]+)")
@@ -53,21 +54,11 @@ def sha256_from_headers(headers: dict[str, str], status: int) -> str | None:
     return None
 
 
-def _is_civitai(url: str) -> bool:
-    from invokeai_model_install.net import sources
-
-    check = getattr(sources, "is_civitai_url", None)  # the one definition of civitai's hosts
-    if check is not None:
-        return bool(check(url))
-    host = (urllib.parse.urlsplit(url).hostname or "").lower()
-    return any(host == h or host.endswith("." + h) for h in ("civitai.com", "civitai.green", "civitai.red"))
-
-
 def civitai_sha256(url: str, name: str, settings: DownloadSettings) -> str | None:
     """civitai's published SHA256 of the file ``name`` of the model version ``url`` downloads, or None."""
     parts = urllib.parse.urlsplit(url)
     m = _VERSION_PATH.match(parts.path)
-    if not m or not _is_civitai(url):
+    if not m or not is_civitai_url(url):  # the one definition of civitai's hosts
         return None
     from invokeai_model_install.net.transport import fetch_small
 
