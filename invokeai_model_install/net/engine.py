@@ -65,6 +65,7 @@ _MAX_RESTARTS = 4  # clean restarts of one file (changed remote, ignored ranges,
 _PIECE_MAX = 32 << 20  # largest piece asked for in one request (hf_transfer asks for 10 MiB)
 _PIECE_MIN = 2 << 20  # smallest piece carved from a large file; a steal leaves both halves at least this big
 _ALIGN = 64 << 10  # stolen halves start on this boundary
+_HASH_AHEAD = 64 << 20  # receive threads pause while the hasher has this much contiguous data to catch up on
 _READ_START, _READ_MIN, _READ_TIME = 64 << 10, 64 << 10, 0.05  # read sizes: first, smallest; seconds' worth per read
 
 
@@ -425,6 +426,13 @@ class Engine:
                     self.conns.drop(url)
                     return
                 want = chunk if end < 0 else min(chunk, end - pos)
+                while (
+                    job.prefix_end - job.hash_pos > _HASH_AHEAD and seg.gen == job.gen and job.error is None
+                    and not self.cancel.is_set() and job.hasher is not None and job.hasher.is_alive()
+                ):
+                    # the hasher has that much written data waiting: the CPU goes to it first (else, on a
+                    # fast link, eight receive threads starve it and the hash finishes long after the last byte)
+                    time.sleep(0.005)
                 try:
                     n = resp.readinto(view[:want])
                 except (OSError, http.client.HTTPException) as exc:
