@@ -161,3 +161,11 @@ def test_zip_bomb_data_pkl_is_refused_without_inflating(tmp_path):
     out = _judge_in_child(path)
     assert out["verdict"] == "unreadable" and "larger than" in out["message"], out
     assert out["maxrss_mb"] < 200, out
+
+
+def test_large_but_honest_bytes_are_not_a_bomb(tmp_path):
+    # bytearray(b"...") of 3 MB (how protocol 2-4 pickle a bytearray): a copy as large as the file, no multiplication
+    path = tmp_path / "honest.pt"
+    path.write_bytes(pickle.dumps({"state_dict": {}, "blob": bytearray(b"x" * (3 << 20))}, protocol=4))
+    assert b"bytearray" in path.read_bytes()
+    assert scan(path).verdict == "safe"

@@ -178,7 +178,8 @@ def _bounded(real: type) -> Any:
                     raise AllocationRefused(f"{name}({first})")
             elif real is str and not isinstance(first, (str, bytes, bytearray, int, float)):
                 return _Opaque()  # str(container) would render every shared reference: never needed
-            elif _sized(first) > MAX_ALLOCATION // 8:
+            elif not isinstance(first, (bytes, bytearray, str)) and _sized(first) > MAX_ALLOCATION // 8:
+                # (copying bytes or a string is as large as the pickle that holds it: no multiplication)
                 raise AllocationRefused(f"{name}() of {_sized(first)} items")
         return real(*args, **kwargs)
 
