@@ -79,8 +79,10 @@ def _process_main(plan, layout, settings, catalog_path, events_q, answers_q, can
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         layout.partial_dir.mkdir(parents=True, exist_ok=True)
-        # never through a symlink someone planted in a shared root
-        fd = os.open(layout.partial_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        # never through a symlink someone planted in a shared root (such a link is removed, not followed)
+        from invokeai_model_install.net.partial import open_nofollow
+
+        fd = open_nofollow(layout.partial_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
