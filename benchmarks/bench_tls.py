@@ -13,8 +13,8 @@ What is timed, always the whole process, from spawn to exit:
 
 * ours: ``python -m invokeai_model_install --root R --add URL#sha256=HEX`` on a fresh root: resolve,
   download, sha256 verified before the file moves into place, identify, register in models.yaml.
-  The certificate is trusted through ``SSL_CERT_FILE`` (OpenSSL's default verify paths, which
-  ``ssl.create_default_context()`` loads; our engine uses that for every https connection).
+  The certificate is trusted through ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``/``SSL_CERT_FILE``
+  (the engine's CA setting, in that order; all three point at the test certificate).
 * ``aria2c -x8 -s8 -k1M`` (the segmented-download anchor; it does not hash), ``curl`` (one stream).
 
 The CPU time (user + system) of each run is printed too: on a shared machine it says more than the
@@ -211,7 +211,11 @@ class Bench:
         self.out = work / "out"
         self.env = {
             **os.environ,
+            # our settings take REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE, then SSL_CERT_FILE: name the test
+            # certificate in all three (machines often set the first two to the system bundle)
             "SSL_CERT_FILE": str(nginx.cert),
+            "REQUESTS_CA_BUNDLE": str(nginx.cert),
+            "CURL_CA_BUNDLE": str(nginx.cert),
             "HF_HOME": str(work / "hf"),
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_PROGRESS_BARS": "1",
