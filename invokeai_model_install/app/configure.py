@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from invokeai_model_install.app.common import exit_status, is_interactive, make_layout
-from invokeai_model_install.errors import ConfigError, InstallerError, RootError, from_os_error
+from invokeai_model_install.errors import ConfigError, RootError, from_os_error
 from invokeai_model_install.root.layout import KIND_DIRS, RootLayout
 
 #: Name under which our token goes into huggingface_hub's stored tokens.
@@ -248,23 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     layout = make_layout(args)
     catalog_path = Path(args.catalog).expanduser().absolute() if args.catalog else None
-    try:
-        return setup_root(
-            layout,
-            yes=args.yes,
-            skip_sd_weights=args.skip_sd_weights,
-            skip_support_models=args.skip_support_models,
-            catalog_path=catalog_path,
-        )
-    except InstallerError as err:
-        print(err.one_line(), file=sys.stderr)
-        return 1
-    except OSError as exc:  # read-only root, permissions, full disk, a file where a folder should be
-        print(from_os_error(exc).one_line(), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
+    return exit_status(lambda: setup_root(
+        layout,
+        yes=args.yes,
+        skip_sd_weights=args.skip_sd_weights,
+        skip_support_models=args.skip_support_models,
+        catalog_path=catalog_path,
+    ))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from invokeai_model_install.errors import InstallerError, UnknownModelError, UsageError, from_os_error
+from invokeai_model_install.errors import UnknownModelError, UsageError, from_os_error
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.app.common import is_interactive as _interactive  # tests replace it
 from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.net.settings import DownloadSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -96,13 +97,11 @@ def _connections(text: str) -> int:
     return n
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace) -> DownloadSettings | None:
     """Download settings from the environment, with the command line's overrides (None: all defaults)."""
     n = getattr(args, "max_connections", None)
     if n is None:
         return None  # the worker reads the environment itself
-    from invokeai_model_install.net.settings import DownloadSettings
-
     return DownloadSettings.from_env(max_connections=n)
 
 
@@ -296,7 +295,7 @@ def execute(
     catalog_path: Path | None,
     *,
     as_json: bool = False,
-    settings: Any = None,
+    settings: DownloadSettings | None = None,
     mode: str | None = None,
     stdout: Any = None,
     stderr: Any = None,
@@ -417,16 +416,17 @@ def _ask_on_terminal(question: Any, renderer: Any) -> str:
 
 
 def dry_run(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None, *, as_json: bool = False,
-            settings: Any = None, stdout: Any = None, stderr: Any = None) -> int:
+            settings: DownloadSettings | None = None, stdout: Any = None, stderr: Any = None) -> int:
     """Print what ``plan`` would do (metadata only); writes nothing.  Exit 1 when an item cannot be resolved."""
     from invokeai_model_install.install import dry_run
+    from invokeai_model_install.root.disk import free_space
     from invokeai_model_install.units import human_bytes
 
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     items = dry_run.resolve_plan(plan, layout, settings, catalog_path=catalog_path)
     total = sum(max(i.bytes_to_fetch, 0) for i in items)
-    free = dry_run.free_space(layout)
+    free = free_space(layout.models_dir)
     errors = [i for i in items if i.status == "error"]
     if as_json:
         json.dump({"dry_run": True, "items": [dataclasses.asdict(i) for i in items], "total_bytes_to_fetch": total,

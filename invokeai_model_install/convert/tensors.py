@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from invokeai_model_install.errors import ConversionError
+from invokeai_model_install.formats.safetensors_stream import CODES
 
 
 class TensorSource:
@@ -71,10 +72,6 @@ class SafetensorsSource(TensorSource):
         self._r.close()
 
 
-_TORCH_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
-                "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
-
-
 class TorchSource(TensorSource):
     """A pickle checkpoint loaded by :func:`.safety.load_state_dict` (memory-mapped for zip files)."""
 
@@ -90,7 +87,7 @@ class TorchSource(TensorSource):
         self.shapes = {k: tuple(v.shape) for k, v in self._t.items()}
         self.codes = {}
         for k, v in self._t.items():
-            code = _TORCH_CODES.get(str(v.dtype).replace("torch.", ""))
+            code = CODES.get(str(v.dtype).replace("torch.", ""))
             if code is not None:
                 self.codes[k] = code
         self._libc = _libc()

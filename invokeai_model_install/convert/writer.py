@@ -11,10 +11,8 @@ from typing import Any
 from invokeai_model_install.convert import ldm_keys
 from invokeai_model_install.convert.tensors import TensorSource
 from invokeai_model_install.errors import Cancelled
+from invokeai_model_install.formats.safetensors_stream import DTYPE_SIZES, FLOAT_CODES, TORCH_NAMES
 from invokeai_model_install.root.atomic import fsync_path
-
-_FLOAT_CODES = {"F32", "F16", "BF16", "F64"}
-
 
 
 @dataclass
@@ -26,15 +24,9 @@ class Output:
 
 
 def out_code(src_code: str, precision: str) -> str:
-    if src_code not in _FLOAT_CODES:
+    if src_code not in FLOAT_CODES:
         return src_code
     return "F16" if precision == "fp16" else "F32"
-
-
-_TORCH_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
-
-_ITEM = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
 
 
 def _file_range(source: TensorSource, move: ldm_keys.Move, out_code: str) -> tuple[int, int, int] | None:
@@ -77,7 +69,7 @@ def _tensor_bytes(source: TensorSource, move: ldm_keys.Move, out_code: str, devi
     view = source.view(move.src)
     shape = source.shapes[move.src]
     if move.rows is not None:
-        row = _ITEM[code]
+        row = DTYPE_SIZES[code]
         for d in shape[1:]:
             row *= d
         view = view[move.rows[0] * row: move.rows[1] * row]
@@ -90,10 +82,10 @@ def _tensor_bytes(source: TensorSource, move: ldm_keys.Move, out_code: str, devi
         return b""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "non-writable buffer": we only read it
-        t = torch.frombuffer(view, dtype=getattr(torch, _TORCH_DTYPES[code])).reshape(shape)
+        t = torch.frombuffer(view, dtype=getattr(torch, TORCH_NAMES[code])).reshape(shape)
     if move.transpose:
         t = t.t()
-    target = getattr(torch, _TORCH_DTYPES[out_code])
+    target = getattr(torch, TORCH_NAMES[out_code])
     if device != "cpu":
         t = t.to(device).to(target)
     out = scratch.get(tuple(t.shape), target)
@@ -170,7 +162,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def nbytes(shape: tuple[int, ...], code: str) -> int:
-    n = _ITEM.get(code, 4)
+    n = DTYPE_SIZES.get(code, 4)
     for d in shape:
         n *= d
     return n

@@ -29,16 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-#: safetensors dtype code <-> element size and the torch dtype name.
+#: safetensors dtype code <-> element size and the torch dtype name (the one table of dtypes in the package).
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 TORCH_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "U16": "uint16",
                "U32": "uint32", "U64": "uint64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 CODES = {v: k for k, v in TORCH_NAMES.items()}
+#: The floating-point codes (what ``--precision`` casts; the rest is copied as it is).
+FLOAT_CODES = ("F32", "F16", "BF16", "F64")
 
 PAGE = mmap.PAGESIZE
-_HEADER_LIMIT = 100_000_000
+#: A safetensors header longer than this is not a header (the Rust crate's own limit is 100 MB).
+HEADER_LIMIT = 100_000_000
 
 
 def pread(fd: int, n: int, offset: int) -> bytes:
@@ -50,7 +53,30 @@ def pread(fd: int, n: int, offset: int) -> bytes:
 
 
 class SafetensorsFormatError(ValueError):
-    """The bytes are not a well-formed safetensors file (message says why)."""
+    """The bytes are not a well-formed safetensors file (message says why; ``first``: its first bytes)."""
+
+    def __init__(self, message: str, first: bytes = b"") -> None:
+        super().__init__(message)
+        self.first = first
+
+
+def read_header_bytes(fd: int) -> tuple[bytes, int]:
+    """The raw JSON header of an open safetensors file and the file's size (two small reads).
+
+    :raises SafetensorsFormatError: shorter than a header, or a header length past the limit or the file.
+    """
+    size = os.fstat(fd).st_size
+    head = pread(fd, 8, 0)
+    if len(head) < 8:
+        raise SafetensorsFormatError("shorter than a header", head)
+    (n,) = struct.unpack("<Q", head)
+    if n > HEADER_LIMIT or 8 + n > size:
+        # the message of the safetensors library itself for this case (FACTS.md)
+        raise SafetensorsFormatError("header too large", head)
+    raw = pread(fd, n, 8)
+    if len(raw) < n:
+        raise SafetensorsFormatError(f"truncated: its header needs {8 + n} bytes but the file has {size}", head)
+    return raw, size
 
 
 @dataclass(frozen=True)
@@ -81,15 +107,10 @@ class SafetensorsReader:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
-            size = os.fstat(self._fd).st_size
-            head = pread(self._fd, 8, 0)
-            if len(head) < 8:
-                raise SafetensorsFormatError("shorter than a safetensors header")
-            (n,) = struct.unpack("<Q", head)
-            if n > _HEADER_LIMIT or 8 + n > size:
-                raise SafetensorsFormatError("header too large")
+            raw, size = read_header_bytes(self._fd)
+            n = len(raw)
             try:
-                doc = json.loads(pread(self._fd, n, 8))
+                doc = json.loads(raw)
             except (UnicodeDecodeError, ValueError):
                 raise SafetensorsFormatError("header is not JSON") from None
             self.metadata: dict[str, Any] = doc.pop("__metadata__", None) or {}

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from invokeai_model_install.errors import ProbeError
+from invokeai_model_install.formats.files import SAFETENSORS_SUFFIXES
+from invokeai_model_install.formats.safetensors_stream import FLOAT_CODES, TORCH_NAMES, SafetensorsFormatError, read_header_bytes
 from invokeai_model_install.formats.pickle_header import (
     InPlaceUnsupported,
     PickleBytes,
@@ -41,21 +43,8 @@ from invokeai_model_install.formats.pickle_header import (
 )
 
 #: safetensors dtype codes -> the names torch uses.
-SAFETENSORS_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-    "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-}
+SAFETENSORS_DTYPES = TORCH_NAMES
 
-
-#: A safetensors header longer than this is not a header (the Rust crate's own limit is 100 MB).
-MAX_SAFETENSORS_HEADER = 100_000_000
-
-
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
-
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
 
 
@@ -171,7 +160,6 @@ _KEY_END = re.compile(rb'\s*:\s*\{')  # what follows a tensor key's closing quot
 
 _KEY_REST = re.compile(rb'[^"]*"\s*:\s*\{')  # the rest of a key after a prefix, then ":{"
 
-_ST_FLOAT_CODES = ("F32", "F16", "BF16", "F64")
 
 
 
@@ -267,7 +255,7 @@ class _RawSafetensorsIndex(TensorIndex):
             seen = Counter(t.dtype for t in self._seen.values())
             if seen:
                 return seen
-            counts = +Counter({SAFETENSORS_DTYPES[c]: self._raw.count(b'"%s"' % c.encode()) for c in _ST_FLOAT_CODES})
+            counts = +Counter({SAFETENSORS_DTYPES[c]: self._raw.count(b'"%s"' % c.encode()) for c in FLOAT_CODES})
             if counts:
                 return counts
         return super().dtype_counts()
@@ -329,21 +317,15 @@ def _truncated(path: Path, described: int, size: int) -> ProbeError:
 def _read_safetensors_raw(path: Path) -> tuple[bytes, int]:
     """The JSON header bytes and the file size (two small reads)."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            first = f.read(8)
-            if len(first) < 8:
-                raise not_safetensors(path, "shorter than a header", first)
-            (n,) = struct.unpack("<Q", first)
-            if n > MAX_SAFETENSORS_HEADER or n > size - 8:
-                # the message of the safetensors library itself for this case (FACTS.md)
-                raise not_safetensors(path, "header too large", first)
-            raw = f.read(n)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            return read_header_bytes(fd)
+        finally:
+            os.close(fd)
+    except SafetensorsFormatError as exc:
+        raise not_safetensors(path, str(exc), exc.first) from None
     except OSError as exc:
         raise ProbeError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(raw) < n:
-        raise _truncated(path, 8 + n, size)
-    return raw, size
 
 
 def _header_from_raw(raw: bytes, size: int, path: Path) -> Header:

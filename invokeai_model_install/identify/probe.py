@@ -5,20 +5,9 @@ vae, lora, embedding, controlnet or unknown with a reason), the base (sd-1,
 sd-2, sdxl, sdxl-refiner), the variant (normal, inpaint, depth), the prediction
 type where it can be decided, the dtype and the size on disk.
 
-What is read:
-
-* ``.safetensors``: the JSON header at the start of the file (two reads).  Big
-  headers (main models) are searched in place for the few keys identification
-  needs: ~0.3 ms for SD1.5, against ~1.5 ms for ``safetensors.safe_open`` listing
-  keys and shapes and ~0.9 ms for ``json.loads`` alone (benchmarks/bench_probe.py).
-* zip ``.ckpt``/``.pt``/``.bin``: only the ``data.pkl`` member.  Big ones are
-  answered from its bytes (:class:`.pickle_header.PickleBytes`: ~0.65 ms for
-  SD1.5, against ~70-80 ms for ``torch.load(weights_only=True, mmap=True)``);
-  small ones, and anything odd, through the inert unpickler of
-  :mod:`.pickle_header` (nothing named in the file is imported or run).
-* legacy (non-zip) torch pickles: the pickles before the raw storage bytes.
-* diffusers folders: ``model_index.json``, ``unet/config.json``,
-  ``scheduler/scheduler_config.json``, a component's ``config.json``.
+What is read: a file's header only (:mod:`.headers`: the safetensors JSON header, a zip checkpoint's
+``data.pkl``, a legacy pickle's first pickles), a diffusers folder's configs (``model_index.json``,
+``unet/config.json``, ``scheduler/scheduler_config.json``, a component's ``config.json``).
 
 The identification rules are those measured in FACTS.md ("Identifying a
 checkpoint").  "unknown" is an answer with a ``reason``; :class:`ProbeError` is

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 from invokeai_model_install.errors import ProbeError, UnsafeFileError
+from invokeai_model_install.formats.files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 from invokeai_model_install.formats.pickle_header import (
     LEGACY_MAGIC,
     MAX_PICKLE_BYTES,
@@ -55,8 +56,6 @@ from invokeai_model_install.formats.pickle_header import (
 
 __all__ = ["ScanVerdict", "scan", "check", "load_state_dict", "classify_global", "PICKLE_SUFFIXES"]
 
-from invokeai_model_install.identify.headers import PICKLE_SUFFIXES  # one list of pickle suffixes, kept by the header reader
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
 _RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}
 

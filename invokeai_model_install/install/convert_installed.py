@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from invokeai_model_install.root import manifest as mf
-from invokeai_model_install.errors import Cancelled, ConversionError, QuestionUnanswered, UnknownModelError
+from invokeai_model_install.errors import Cancelled, ConversionError, UnknownModelError
 from invokeai_model_install.events import Event, ItemConverted, ItemNote, ItemRegistered
 
 #: ``WorkItem.action`` of these items.
@@ -67,7 +67,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     from invokeai_model_install.install.item import ItemOutcome
     from invokeai_model_install.install.examine import check_safety, probe_path
     from invokeai_model_install.install.placement import refresh_mtimes
-    from invokeai_model_install.install.questions import ask_prediction
+    from invokeai_model_install.install.questions import convert_answering
     from invokeai_model_install.root.registry import purge_model_files
 
     layout = ctx.layout
@@ -117,23 +117,9 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     kwargs: dict[str, Any] = dict(probe=pr, precision=ctx.plan.precision, device=ctx.plan.device,
                                   prediction_type=ctx.plan.prediction_type, config_yaml=config_path, vae=vae_file,
                                   on_event=forward, cancel=ctx.cancel)
-    from invokeai_model_install.convert import checkpoint as conv
-
     ctx.stage("convert", f"{src.name} -> {layout.relative(dest)}")
     started = time.monotonic()
-    try:
-        try:
-            conv.convert_checkpoint(src, tmp, **kwargs)
-        except QuestionUnanswered:
-            if kwargs["prediction_type"] is not None:
-                raise
-            kwargs["prediction_type"] = ask_prediction(ctx, name)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            conv.convert_checkpoint(src, tmp, **kwargs)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    convert_answering(src, tmp, ctx, name, **kwargs)
     try:
         ctx.check_cancel()
     except Cancelled:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from invokeai_model_install.install.pipeline import resolve_remote, spec_for
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.install.run import build_items
+from invokeai_model_install.net.settings import DownloadSettings
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class PlannedItem:
     hint: str = ""
 
 
-def resolve_plan(plan: InstallPlan, layout: RootLayout, settings: Any = None, catalog_path: Path | None = None) -> list[PlannedItem]:
+def resolve_plan(plan: InstallPlan, layout: RootLayout, settings: DownloadSettings | None = None, catalog_path: Path | None = None) -> list[PlannedItem]:
     """What running ``plan`` would do, item by item, reading metadata only (no writes)."""
     out: list[PlannedItem] = []
     stanzas = _load_stanzas(layout)
@@ -80,7 +80,7 @@ def _load_stanzas(layout: RootLayout) -> dict[str, dict]:
         return {}
 
 
-def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, settings: Any) -> PlannedItem:
+def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, settings: DownloadSettings | None) -> PlannedItem:
     spec = spec_for(item, plan)
     for key in ([spec.key + "#diffusers", spec.key] if plan.convert else [spec.key]):
         for m in mf.find_by_key(layout, key):
@@ -139,14 +139,6 @@ def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, setting
             what_parts.append(f"with VAE {spec.starter.vae.repo_id}")
     return PlannedItem(item.id, item.label, "install", what=", ".join(what_parts), destination=layout.relative(dest),
                        bytes_to_fetch=fetch, total_bytes=total)
-
-
-def free_space(layout: RootLayout) -> int:
-    """Free bytes on the disk that holds the root (its nearest existing parent)."""
-    p = layout.models_dir
-    while not p.exists() and p.parent != p:
-        p = p.parent
-    return shutil.disk_usage(p).free
 
 
 def plan_locked(item: Any, plan: InstallPlan, layout: RootLayout) -> PlannedItem:

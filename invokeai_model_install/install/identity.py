@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
+from invokeai_model_install.net.sources import HubSource, LocalDiffusersSource, LocalFileSource, Source, UrlSource
 from invokeai_model_install.root.layout import RootLayout
 
 
@@ -21,12 +21,11 @@ def hub_key(repo_id: str, subfolder: str | None = None, revision: str | None = N
     return key
 
 
-def source_key(source: Any) -> str:
+def source_key(source: Source) -> str:
     """A stable string naming what a source installs (manifests are looked up by it)."""
-    kind = type(source).__name__
-    if kind == "HubSource":
+    if isinstance(source, HubSource):
         return hub_key(source.repo_id, source.subfolder, source.revision, source.path_in_repo)
-    if kind == "UrlSource":
+    if isinstance(source, UrlSource):
         from invokeai_model_install.redact import strip_secrets
 
         # credentials in the query string (token, api_key, sig, X-Amz-Signature...) are not identity
@@ -48,9 +47,8 @@ def staging_dir(layout: RootLayout, key: str) -> Path:
     return layout.partial_dir / "staging" / key_hash(key)
 
 
-def local_path(source: Any) -> Path | None:
-    if source is None:
-        return None
-    if type(source).__name__ in ("LocalFileSource", "LocalDiffusersSource"):
+def local_path(source: Source | None) -> Path | None:
+    """The file or folder a local source installs in place; None for downloads (and starters)."""
+    if isinstance(source, (LocalFileSource, LocalDiffusersSource)):
         return Path(os.path.expanduser(str(source.path))).absolute()
     return None

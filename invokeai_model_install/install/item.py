@@ -16,6 +16,9 @@ from typing import Any, Callable, Optional
 from invokeai_model_install.errors import Cancelled, InstallerError
 from invokeai_model_install.events import Event, ItemNote, QuestionAsked, StageChanged
 from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.net.settings import DownloadSettings
+from invokeai_model_install.net.sources import Source
+from invokeai_model_install.root.catalog import StarterModel
 from invokeai_model_install.root.layout import RootLayout
 
 Ask = Callable[[QuestionAsked], Optional[str]]
@@ -32,8 +35,8 @@ class WorkItem:
     label: str
     action: str = "install"
     line: str = ""
-    source: Any = None
-    starter: Any = None
+    source: Optional[Source] = None
+    starter: Optional[StarterModel] = None
     error: Optional[InstallerError] = None
 
 
@@ -64,7 +67,7 @@ class ItemContext:
 
     layout: RootLayout
     plan: InstallPlan
-    settings: Any
+    settings: Optional[DownloadSettings]  # None: read from the environment when a download needs it
     emit: Callable[[Event], None]
     ask: Optional[Ask] = None
     cancel: Any = None  # threading.Event or multiprocessing.Event
@@ -96,8 +99,8 @@ class Spec:
     key: str
     label: str
     base_name: str
-    source: Any = None  # sources.* value; None for a starter (tries its repo ids)
-    starter: Any = None
+    source: Optional[Source] = None  # None for a starter (tries its repo ids)
+    starter: Optional[StarterModel] = None
     description: str = ""
     want_kind: str | None = None  # "vae" for a starter's VAE
 

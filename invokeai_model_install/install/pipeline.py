@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from invokeai_model_install.identify.families import UNREGISTERED_KINDS
-from invokeai_model_install.errors import InstallerError, NotFoundError, ProbeError, QuestionUnanswered
+from invokeai_model_install.errors import InstallerError, NotFoundError, ProbeError
 from invokeai_model_install.events import Event, ItemConverted, ItemVerified
 from invokeai_model_install.install.examine import check_safety, probe_path
 from invokeai_model_install.install.identity import hub_key, key_hash, local_path, source_key, staging_dir
@@ -49,11 +49,14 @@ from invokeai_model_install.install.placement import (
 )
 from invokeai_model_install.install.pins import apply_pins, catalogue_pins, manifest_pins
 from invokeai_model_install.install.plan import InstallPlan
-from invokeai_model_install.install.questions import ask_prediction, prediction_type
+from invokeai_model_install.install.questions import convert_answering, prediction_type
 from invokeai_model_install.install.register import register, registered_elsewhere, same_place
 from invokeai_model_install.install.removal import remove_model
 from invokeai_model_install.install.stanza import stanza_for, vae_for_stanza
+from invokeai_model_install.net.settings import DownloadSettings, Resolved
+from invokeai_model_install.net.sources import HubSource, UrlSource
 from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.root.catalog import StarterModel
 
 
 def run_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
@@ -104,15 +107,15 @@ def spec_for(item: WorkItem, plan: InstallPlan) -> Spec:
             description=s.description,
         )
     src = item.source
-    kind = type(src).__name__
-    if kind == "HubSource":
+    assert src is not None, "an install item has a source or a starter"
+    if isinstance(src, HubSource):
         name = src.repo_id.split("/")[-1]
         if src.path_in_repo:
             name = Path(src.path_in_repo).stem
         elif src.subfolder:
             name = f"{name}-{src.subfolder.strip('/').split('/')[-1]}"
         base = name
-    elif kind == "UrlSource":
+    elif isinstance(src, UrlSource):
         from urllib.parse import unquote, urlsplit
 
         base = Path(unquote(urlsplit(src.url).path)).stem or "model"
@@ -122,14 +125,12 @@ def spec_for(item: WorkItem, plan: InstallPlan) -> Spec:
     return Spec(key=source_key(src), label=item.label, base_name=base, source=src)
 
 
-def _install_starter_vae(starter: Any, ctx: ItemContext) -> Any:
+def _install_starter_vae(starter: StarterModel, ctx: ItemContext) -> dict[str, str]:
     """Install a catalogue VAE (hub repo) and return the stanza value that references it."""
     ref = starter.vae
     if ref.path:
         return {"path": ref.path}
-    from invokeai_model_install.net import sources
-
-    src = sources.HubSource(repo_id=ref.repo_id, subfolder=ref.subfolder)
+    src = HubSource(repo_id=ref.repo_id, subfolder=ref.subfolder)
     spec = Spec(
         key=source_key(src),
         label=f"VAE {ref.repo_id}",
@@ -192,7 +193,7 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
     subject = staged / single if single else staged
     check_safety(subject, ctx, spec.label, delete_on_danger=True)  # before anything reads it
     pr = probe_path(subject, spec.label)
-    if single and type(spec.source).__name__ == "UrlSource":
+    if single and isinstance(spec.source, UrlSource):
         from invokeai_model_install.net.sources import url_names_its_file
 
         if not url_names_its_file(spec.source.url):  # civitai's /api/download/models/ID: named after the server's file name
@@ -299,8 +300,6 @@ def _convert_and_register(src: Path, spec: Spec, ctx: ItemContext, conv_key: str
                           reuse: mf.Manifest | None = None,
                           probe_result: Any = None, revision: str | None = None, source_text: str | None = None) -> Installed:
     """Convert a single-file main model into ``models/diffusers/<name>`` and register that."""
-    from invokeai_model_install.convert import checkpoint as conv
-
     layout = ctx.layout
     pr = probe_result or probe_path(src, spec.label)
     prediction = prediction_type(pr, ctx, spec.label)
@@ -317,19 +316,7 @@ def _convert_and_register(src: Path, spec: Spec, ctx: ItemContext, conv_key: str
 
     kwargs = dict(probe=pr, precision=ctx.plan.precision, device=ctx.plan.device, prediction_type=prediction, on_event=forward,
                   cancel=ctx.cancel)  # checked between tensors: a cancel stops a conversion promptly
-    try:
-        try:
-            conv.convert_checkpoint(src, tmp, **kwargs)
-        except QuestionUnanswered:
-            if prediction is not None:
-                raise
-            kwargs["prediction_type"] = ask_prediction(ctx, spec.label)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            conv.convert_checkpoint(src, tmp, **kwargs)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    convert_answering(src, tmp, ctx, spec.label, **kwargs)
     ctx.check_cancel()
     ctx.emit(ItemConverted(path=layout.relative(dest), seconds=time.monotonic() - started))
     files = mf.record_files(layout, [tmp], cancel=ctx.cancel)
@@ -385,21 +372,19 @@ def _resume_from_manifest(m: mf.Manifest, spec: Spec, ctx: ItemContext, vae: Any
     return register(m, ctx)
 
 
-def default_settings(settings: Any) -> Any:
-    """``settings``, or ``DownloadSettings.from_env()`` (read when first needed: local-only plans never import it)."""
+def default_settings(settings: DownloadSettings | None) -> DownloadSettings:
+    """``settings``, or ``DownloadSettings.from_env()`` (read when first needed: local-only plans never read it)."""
     if settings is not None:
         return settings
-    from invokeai_model_install.net.settings import DownloadSettings
-
     return DownloadSettings.from_env()
 
 
-def resolve_remote(spec: Spec, settings: Any, precision: str) -> Any:
+def resolve_remote(spec: Spec, settings: DownloadSettings | None, precision: str) -> Resolved:
     """``Resolved`` for a hub/URL source, or a starter (trying its fallback repos)."""
-    from invokeai_model_install.net import sources, urls
+    from invokeai_model_install.net import urls
 
     settings = default_settings(settings)
-    if type(spec.source).__name__ == "UrlSource":
+    if isinstance(spec.source, UrlSource):
         return urls.resolve_url(spec.source, settings)
     from invokeai_model_install.net import hub
 
@@ -408,7 +393,7 @@ def resolve_remote(spec: Spec, settings: Any, precision: str) -> Any:
         first: InstallerError | None = None
         for repo in s.repo_ids:
             try:
-                resolved = hub.resolve_hub(sources.HubSource(repo_id=repo, path_in_repo=s.file), settings, precision)
+                resolved = hub.resolve_hub(HubSource(repo_id=repo, path_in_repo=s.file), settings, precision)
             except NotFoundError as err:
                 first = first or err
                 continue
@@ -418,6 +403,8 @@ def resolve_remote(spec: Spec, settings: Any, precision: str) -> Any:
         if len(s.repo_ids) > 1:
             raise NotFoundError(f"{first.message} (also tried {', '.join(s.repo_ids[1:])})", first.hint)
         raise first
+    if not isinstance(spec.source, HubSource):
+        raise ValueError(f"{spec.label}: a local source has nothing to download")
     return hub.resolve_hub(spec.source, settings, precision)
 
 

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from invokeai_model_install.errors import ConfigError
+from invokeai_model_install.formats.files import MODEL_SUFFIXES
 from invokeai_model_install.install.item import ItemContext
 from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.root.layout import RootLayout
-
-MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
-
 
 def single_model_file(rels: list[str]) -> str | None:
     """The relpath when the download is one model file (not a folder of components)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from invokeai_model_install.errors import InstallerError, QuestionUnanswered
@@ -67,3 +69,23 @@ def ask_suspicious(ctx: ItemContext, label: str, file_name: str, reason: str) ->
     )
     ctx.emit(q)
     return ctx.ask(q) == "install"
+
+
+def convert_answering(src: Path, tmp: Path, ctx: ItemContext, label: str, **kwargs: Any) -> None:
+    """``convert_checkpoint(src, tmp, **kwargs)``; when it cannot tell an SD-2 model's prediction type,
+    ask the front end and convert again with the answer.  ``tmp`` is removed on any failure."""
+    from invokeai_model_install.convert import checkpoint as conv
+
+    try:
+        try:
+            conv.convert_checkpoint(src, tmp, **kwargs)
+        except QuestionUnanswered:
+            if kwargs.get("prediction_type") is not None:
+                raise
+            kwargs["prediction_type"] = ask_prediction(ctx, label)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            conv.convert_checkpoint(src, tmp, **kwargs)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

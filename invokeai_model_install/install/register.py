@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from invokeai_model_install.events import ItemRegistered
 from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 from invokeai_model_install.install.item import Installed, ItemContext
 from invokeai_model_install.root import manifest as mf
+from invokeai_model_install.root.catalog import StarterModel
 from invokeai_model_install.root.layout import RootLayout
 
 
@@ -55,7 +55,7 @@ def register(m: mf.Manifest, ctx: ItemContext) -> Installed:
     return Installed(name, layout.absolute(m.path), m.kind, "installed")
 
 
-def registered_elsewhere(starter: Any, ctx: ItemContext) -> Installed | None:
+def registered_elsewhere(starter: StarterModel, ctx: ItemContext) -> Installed | None:
     """A starter already in models.yaml without a manifest (installed by an older installer):
     under its own name, or as a stanza that points at its repo.  Not downloaded again."""
     for name, stanza in ctx.registry.load().items():

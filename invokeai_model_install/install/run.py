@@ -36,6 +36,8 @@ from invokeai_model_install.install.removal import NotInstalled
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.redact import redact_text
+from invokeai_model_install.net.settings import DownloadSettings
+from invokeai_model_install.net.sources import Source
 
 
 @dataclass(frozen=True)
@@ -149,18 +151,18 @@ def _redacted(value: Any) -> Any:
     return dataclasses.replace(value, **changes) if changes else value
 
 
-def _parse_line(line: str) -> list[Any]:
+def _parse_line(line: str) -> list[Source | SourceError]:
     """Sources of one import line (a folder expands to its model files), or errors."""
     from invokeai_model_install.net import sources
 
     srcs, errors = sources.parse_import_text(line)
-    out: list[Any] = []
+    out: list[Source | SourceError] = []
     if errors:
         # one line, one report: "foo bar baz" is a typo'd line, not three failures
         first = errors[0]
         out.append(first if len(errors) == 1 else type(first)("; ".join(e.message for e in errors), first.hint))
     for src in srcs:
-        if type(src).__name__ == "LocalFolderSource":
+        if isinstance(src, sources.LocalFolderSource):
             expanded = sources.expand_folder(Path(str(src.path)))
             if not expanded:
                 out.append(SourceError(f"{src.path}: no model files (.safetensors, .ckpt, diffusers folders) in this folder", "check the folder"))
@@ -193,7 +195,7 @@ def run_plan(
     plan: InstallPlan,
     layout: RootLayout,
     *,
-    settings: Any = None,
+    settings: DownloadSettings | None = None,
     catalog_path: Path | None = None,
     on_event: EventSink = discard,
     ask: Optional[Callable[[QuestionAsked], Optional[str]]] = None,

@@ -21,38 +21,8 @@ from typing import Any
 
 from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.errors import SourceError
+from invokeai_model_install.formats.files import model_paths
 from invokeai_model_install.root.layout import RootLayout
-
-MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
-
-
-def _is_component_dir(path: Path) -> bool:
-    """One diffusers component (e.g. a VAE folder): ``config.json`` next to weights."""
-    if not (path / "config.json").is_file():
-        return False
-    return any(p.suffix.lower() in (".safetensors", ".bin") for p in path.iterdir() if p.is_file())
-
-
-def model_paths(directory: Path) -> list[Path]:
-    """Model files and diffusers folders under ``directory``, sorted; hidden folders are skipped."""
-    found: list[Path] = []
-    for current, dirs, files in os.walk(directory):
-        cur = Path(current)
-        if (cur / "model_index.json").is_file() or _is_component_dir(cur):
-            found.append(cur)
-            dirs[:] = []
-            continue
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        names = set(files)
-        for name in sorted(files):
-            if name.startswith(".") or not name.lower().endswith(MODEL_SUFFIXES):
-                continue
-            stem = Path(name).stem
-            if stem.endswith(".vae") and any(n != name and n.startswith(stem[: -len(".vae")] + ".") and n.lower().endswith(MODEL_SUFFIXES) for n in names):
-                continue  # companion VAE of a checkpoint in the same folder
-            found.append(cur / name)
-    return found
-
 
 def _registered_paths(layout: RootLayout, registry: Any) -> set[Path]:
     from invokeai_model_install.root.registry import Registry, stanza_paths

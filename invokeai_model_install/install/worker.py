@@ -39,6 +39,7 @@ from invokeai_model_install.install.item import ItemOutcome
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.install.run import InstallResult, run_plan
+from invokeai_model_install.net.settings import DownloadSettings
 
 
 def _serve(plan, layout, settings, catalog_path, events_q, answers_q, cancel_ev) -> None:
@@ -227,7 +228,7 @@ def start_install(
     plan: InstallPlan,
     layout: RootLayout,
     *,
-    settings: Any = None,
+    settings: DownloadSettings | None = None,
     catalog_path: Path | None = None,
     mode: str = "process",
 ) -> InstallHandle:

@@ -58,6 +58,7 @@ from invokeai_model_install.net.sources import redact_url
 from invokeai_model_install.net.transport import Conns, Retry, backoff, discard_body, fail_status, open_request
 from invokeai_model_install.net.urls import safe_relpath
 from invokeai_model_install.root.disk import check_disk_space
+from invokeai_model_install.root.manifest import sha256_file
 from invokeai_model_install.units import human_bytes
 
 _BUF = 1 << 20  # bytes per readinto; one buffer per connection keeps RSS flat whatever the file size
@@ -607,18 +608,6 @@ def _write_error(exc: OSError, path: Path, name: str) -> InstallerError:
     return DownloadError(f"cannot write {name} into {path.parent}: {exc.strerror or exc}", "check the folder's permissions")
 
 
-def _sha256_of(path: Path, cancel: threading.Event | None = None) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(_BUF * 4)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(view):
-            h.update(view[:n])
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"{path.name}: cancelled while checking")
-    return h.hexdigest()
-
-
 def download(
     resolved: Resolved,
     dest_dir: str | os.PathLike,
@@ -645,7 +634,7 @@ def download(
         dest = dest_dir.joinpath(*rel.split("/"))
         paths[rel] = dest
         if dest.is_file() and (rf.size < 0 or dest.stat().st_size == rf.size):
-            digest = _sha256_of(dest, cancel)
+            digest = sha256_file(dest, cancel)
             if rf.sha256 is None or digest == rf.sha256.lower():
                 if rf.git_oid is None or _git_oid_of(dest) == rf.git_oid:
                     sha[rel] = digest

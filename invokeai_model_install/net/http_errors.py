@@ -24,7 +24,8 @@ from invokeai_model_install.errors import (
     NotFoundError,
     OfflineError,
 )
-from invokeai_model_install.net.sources import MODEL_SUFFIXES, is_civitai_host, redact_url
+from invokeai_model_install.formats.files import MODEL_SUFFIXES
+from invokeai_model_install.net.sources import is_civitai_host, redact_url
 from invokeai_model_install.net.tokens import same_host
 
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})

@@ -19,11 +19,8 @@ from pathlib import Path
 from typing import Mapping, Union
 
 from invokeai_model_install.errors import SourceError
+from invokeai_model_install.formats.files import MODEL_SUFFIXES, model_paths
 
-#: File suffixes that hold model weights.
-MODEL_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
-#: Companion suffixes: ``X.vae.pt`` next to ``X.ckpt`` belongs to it (InvokeAI 2.3 convention).
-_VAE_COMPANION = re.compile(r"^(?P<stem>.+)\.vae\.(pt|ckpt|safetensors)$", re.IGNORECASE)
 _REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _REPO_RE = re.compile(rf"^(?P<repo>{_REPO_PART}/{_REPO_PART})(?P<rest>([:@][^\s:@]+){{0,2}})$")
 _HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
@@ -226,13 +223,6 @@ def parse_import_text(text: str, *, environ: Mapping[str, str] | None = None) ->
     return found, errors
 
 
-def _is_component_dir(path: Path) -> bool:
-    """A single diffusers component: config.json next to weights."""
-    if not (path / "config.json").is_file():
-        return False
-    return any(p.suffix.lower() in (".safetensors", ".bin") for p in path.iterdir() if p.is_file())
-
-
 def expand_folder(path: str | os.PathLike) -> list[LocalFileSource | LocalDiffusersSource]:
     """Model files and diffusers folders under ``path``, recursively, sorted.
 
@@ -240,29 +230,7 @@ def expand_folder(path: str | os.PathLike) -> list[LocalFileSource | LocalDiffus
     files (``X.vae.pt`` next to ``X.ckpt``; ``X.yaml`` is never a model) are not models of their own.
     """
     root = Path(os.path.expanduser(str(path))).resolve()
-    if (root / "model_index.json").is_file() or _is_component_dir(root):
-        return [LocalDiffusersSource(path=root)]
-    out: list[LocalFileSource | LocalDiffusersSource] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        keep = []
-        for d in sorted(dirnames):
-            if d.startswith("."):
-                continue
-            sub = here / d
-            if (sub / "model_index.json").is_file() or _is_component_dir(sub):
-                out.append(LocalDiffusersSource(path=sub))
-            else:
-                keep.append(d)
-        dirnames[:] = keep
-        stems = {os.path.splitext(f)[0].lower() for f in filenames if f.lower().endswith(MODEL_SUFFIXES)}
-        for f in sorted(filenames):
-            if f.startswith(".") or not f.lower().endswith(MODEL_SUFFIXES):
-                continue
-            m = _VAE_COMPANION.match(f)
-            if m and m.group("stem").lower() in stems:
-                continue
-            out.append(LocalFileSource(path=here / f))
+    out = [LocalDiffusersSource(path=p) if p.is_dir() else LocalFileSource(path=p) for p in model_paths(root)]
     return sorted(out, key=lambda s: str(s.path))
 
 

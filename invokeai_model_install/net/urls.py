@@ -10,7 +10,8 @@ import urllib.parse
 from invokeai_model_install.errors import DownloadError, OfflineError, UnsafeNameError
 from invokeai_model_install.net import http_errors
 from invokeai_model_install.net.settings import DownloadSettings, RemoteFile, Resolved
-from invokeai_model_install.net.sources import MODEL_SUFFIXES, UrlSource
+from invokeai_model_install.formats.files import MODEL_SUFFIXES
+from invokeai_model_install.net.sources import UrlSource
 from invokeai_model_install.net.transport import Conns, Retry, backoff, fail_status, open_request
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

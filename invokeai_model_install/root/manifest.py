@@ -105,16 +105,17 @@ class Manifest:
 def sha256_file(path: Path, cancel: Any = None) -> str:
     """Hex sha256 of a file, read in 4 MiB chunks (hashlib releases the GIL on big updates)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    view = memoryview(bytearray(_CHUNK))
+    with open(path, "rb", buffering=0) as fh:
         while True:
             if cancel is not None and cancel.is_set():
                 from invokeai_model_install.errors import Cancelled
 
                 raise Cancelled(f"cancelled while hashing {path}")
-            chunk = fh.read(_CHUNK)
-            if not chunk:
+            n = fh.readinto(view)
+            if not n:
                 break
-            h.update(chunk)
+            h.update(view[:n])
     return h.hexdigest()
 
 

@@ -13,12 +13,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from invokeai_model_install.errors import InstallerError
 from invokeai_model_install.app.common import is_interactive
 from invokeai_model_install.app.tui.model import FormResult, load_form_data
 from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.net.settings import DownloadSettings
 
 log = logging.getLogger("invokeai_model_install.app.tui")
 
@@ -62,7 +62,7 @@ def run_form(
     *,
     catalog_path: str | Path | None = None,
     wizard: bool = False,
-    settings: Any = None,
+    settings: DownloadSettings | None = None,
 ) -> int:
     """Show the installer form on this terminal; install what the user chose.
 

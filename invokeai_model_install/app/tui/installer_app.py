@@ -14,6 +14,7 @@ from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.app.tui.form import ModelForm
 from invokeai_model_install.app.tui.model import FormData, FormResult, load_form_data
 from invokeai_model_install.app.tui.progress_form import ProgressForm
+from invokeai_model_install.net.settings import DownloadSettings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 class InstallerApp(npyscreen.NPSAppManaged):
     """MAIN (the form) and PROGRESS (a running plan); ``result`` is a :class:`FormResult`."""
 
-    def __init__(self, layout: RootLayout, data: FormData, *, settings: Any = None, catalog_path: str | Path | None = None):
+    def __init__(self, layout: RootLayout, data: FormData, *, settings: DownloadSettings | None = None, catalog_path: str | Path | None = None):
         super().__init__()
         self.layout = layout
         self.data = data

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.root.disk import free_space as free_space  # the size line's free bytes (form.py)
 from invokeai_model_install.root.layout import RootLayout
 
 #: A trailing "(4.27 GB)" in a catalogue description; we show the size in its own column.
@@ -69,17 +69,6 @@ def starter_label(key: str, description: str, size: int, width: int, name_width:
 def name_column(keys: Iterable[str], cap: int = 28) -> int:
     """Width of the name column: the longest key, at most ``cap``."""
     return min(cap, max((len(k) for k in keys), default=10))
-
-
-def free_space(path: Path) -> int:
-    """Free bytes on the disk holding ``path`` (or its nearest existing parent)."""
-    probe = Path(path).absolute()
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    try:
-        return shutil.disk_usage(probe).free
-    except OSError:
-        return -1
 
 
 def import_lines(text: str) -> list[str]:

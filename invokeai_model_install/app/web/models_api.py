@@ -15,11 +15,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from invokeai_model_install.errors import ConversionError, UnknownModelError, UsageError
+from invokeai_model_install.formats.files import MODEL_SUFFIXES, model_paths
+from invokeai_model_install.errors import UnknownModelError, UsageError
 from invokeai_model_install.root.layout import RootLayout
 
-#: File suffixes shown as model files in path completion and folder search.
-MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 #: At most this many names from one completion request.
 COMPLETE_LIMIT = 60
 
@@ -246,12 +245,10 @@ def check_convertible(layout: RootLayout, name: str) -> Path:
 
 def search_folder(layout: RootLayout, folder: Path) -> dict[str, Any]:
     """Model files and diffusers folders below ``folder`` (recursively), with sizes and whether installed."""
-    from invokeai_model_install.install import scan
-
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", "type the path of a folder to search")
     try:
-        found = scan.model_paths(folder)
+        found = model_paths(folder)
     except OSError as exc:
         raise UsageError(f"cannot read {folder}: {exc.strerror}", "check the folder's permissions") from None
     registered: set[Path] = set()

@@ -52,6 +52,7 @@ from invokeai_model_install.errors import (
 )
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.root.layout import RootLayout
+from invokeai_model_install.net.settings import DownloadSettings
 
 STATIC_DIR = Path(__file__).with_name("static")
 COOKIE = "iami_token"
@@ -151,7 +152,7 @@ class WebState:
     """Everything the app shares between requests: the root, the token, the job and the event log."""
 
     def __init__(self, layout: RootLayout, *, token: str, host: str = "127.0.0.1", port: int = 9090,
-                 catalog_path: Path | None = None, worker_mode: str | None = None, settings: Any = None) -> None:
+                 catalog_path: Path | None = None, worker_mode: str | None = None, settings: DownloadSettings | None = None) -> None:
         self.layout = layout
         self.token = token
         self.host = host
