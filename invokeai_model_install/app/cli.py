@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from invokeai_model_install.errors import InstallerError, RootError, UnknownModelError, UsageError
+from invokeai_model_install.app import headless
 from invokeai_model_install.app.common import config_value, exit_status, is_interactive, make_layout, vae_value
 from invokeai_model_install.root.layout import RootLayout
 
@@ -41,19 +42,6 @@ PROG = "invokeai-model-install"
 
 #: Errors that mean "the user typed something wrong": exit status 2.
 Handler = Callable[[argparse.Namespace, RootLayout, "Path | None"], int]
-
-
-def _load_headless():
-    """The headless front end, or None while it is not part of this build."""
-    import importlib
-
-    try:
-        return importlib.import_module("invokeai_model_install.app.headless")
-    except ModuleNotFoundError as exc:
-        # Only a missing headless module is tolerated; a broken import inside it is a bug to show.
-        if exc.name != "invokeai_model_install.app.headless":
-            raise
-        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,12 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     share_commands.register_subcommands(subparsers)
 
-    headless = _load_headless()
-    if headless is not None:
-        headless.add_plan_arguments(parser)
-        headless.register_subcommands(subparsers)
-    if "--yes" not in parser._option_string_actions:  # headless owns --yes when present
-        parser.add_argument("--yes", "-y", action="store_true", help="answer yes to questions (e.g. create the root)")
+    headless.add_plan_arguments(parser)  # --yes, --add, --plan ... (headless owns them)
+    headless.register_subcommands(subparsers)
     return parser
 
 
@@ -209,9 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
     """No subcommand: make sure the root exists, then run headless or the form."""
-    headless = _load_headless()
     if layout.flavour == "comfyui":
-        return _run_into_comfyui(args, layout, catalog_path, headless)
+        return _run_into_comfyui(args, layout, catalog_path)
     if not layout.exists() and getattr(args, "dry_run", False):
         # A dry run writes nothing, not even the root's skeleton: say so and resolve anyway.
         print(f"There is no InvokeAI root at {layout.root} yet (a dry run does not create it).", file=sys.stderr)
@@ -234,23 +217,17 @@ def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Pa
                 "add --create-root to create it first, which installs nothing by itself; or run "
                 f"`invokeai-configure --root {layout.root} --skip-sd-weights` for the first-run setup without the starter models",
             )
-    if getattr(args, "create_root", False) and headless is not None and not headless.has_plan_flags(args) \
-            and not is_interactive():
+    if getattr(args, "create_root", False) and not headless.has_plan_flags(args) and not is_interactive():
         print(f"The InvokeAI root at {layout.root} is ready.")
         return 0
-    if headless is not None and (headless.has_plan_flags(args) or not is_interactive()):
+    if headless.has_plan_flags(args) or not is_interactive():
         return int(headless.run_headless(args, layout, catalog_path) or 0)
-    if headless is None and not is_interactive():
-        raise InstallerError(
-            "the headless installer is not available in this build",
-            "use the model-management commands (list, delete, edit, default) or run in a terminal",
-        )
     from invokeai_model_install.app.tui.app import run_form
 
     return int(run_form(layout, catalog_path=catalog_path) or 0)
 
 
-def _run_into_comfyui(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None, headless: Any) -> int:
+def _run_into_comfyui(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:
     """``--layout comfyui --root COMFY_DIR``: headless installs into ComfyUI's folders (no form, no models.yaml)."""
     if not layout.exists():
         raise RootError(f"no ComfyUI models folder at {layout.models_dir}",
@@ -258,7 +235,7 @@ def _run_into_comfyui(args: argparse.Namespace, layout: RootLayout, catalog_path
     if getattr(args, "convert", False):
         raise UsageError("--convert with --layout comfyui: ComfyUI loads single-file checkpoints as they are",
                          "drop --convert")
-    if headless is None or not headless.has_plan_flags(args):
+    if not headless.has_plan_flags(args):
         raise UsageError("--layout comfyui installs without the form: say what to install",
                          "add --add ITEM (repo id, URL, file or folder), --yes (the recommended starters) or --plan FILE")
     return int(headless.run_headless(args, layout, catalog_path) or 0)

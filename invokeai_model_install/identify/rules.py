@@ -112,12 +112,6 @@ def _embedding(tensors: dict[str, TensorInfo]) -> Identification | None:
     return Identification("embedding", _TI_WIDTHS.get(width or -1))
 
 
-def identify(tensors: dict[str, TensorInfo]) -> tuple[str, str | None, str | None, str]:
-    """Kind, base, variant and reason from tensor names and shapes (FACTS.md rules)."""
-    k = identify_index(TensorIndex(tensors))
-    return k.kind, k.base, k.variant, k.reason
-
-
 def identify_index(index: TensorIndex) -> Identification:
     if index.empty():
         return Identification("unknown", reason="the file holds no tensors")

@@ -25,9 +25,6 @@ from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.errors import Cancelled, ConversionError, UnknownModelError
 from invokeai_model_install.events import Event, ItemConverted, ItemNote, ItemRegistered
 
-#: ``WorkItem.action`` of these items.
-ACTION = "convert-installed"
-
 
 def check_convertible(stanza: dict[str, Any] | None, name: str, layout: Any) -> Path:
     """The checkpoint file of an installed model that can be converted, or an error saying why not.
@@ -65,7 +62,8 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     """Run one ``convert-installed`` work item (``item.line`` is the model name); returns an ItemOutcome."""
     from invokeai_model_install.install.identity import key_hash
     from invokeai_model_install.install.item import ItemOutcome
-    from invokeai_model_install.install.examine import check_safety, probe_path
+    from invokeai_model_install.identify.probe import probe
+    from invokeai_model_install.install.examine import check_safety
     from invokeai_model_install.install.placement import refresh_mtimes
     from invokeai_model_install.install.questions import convert_answering
     from invokeai_model_install.root.registry import purge_model_files
@@ -77,7 +75,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     src = check_convertible(stanza, name, layout)
     assert stanza is not None
     check_safety(src, ctx, name, delete_on_danger=False)
-    pr = probe_path(src, name)
+    pr = probe(src)
     if pr.kind != "main":
         raise ConversionError(f"{name}: {src.name} is a {pr.kind} file, not a main model", "")
 
@@ -130,7 +128,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
     files = mf.record_files(layout, [tmp], cancel=ctx.cancel)
     prefix_tmp, prefix_dest = layout.relative(tmp), layout.relative(dest)
     files = tuple(dataclasses.replace(f, path=prefix_dest + f.path[len(prefix_tmp):]) for f in files)
-    new_pr = probe_path(tmp, name)
+    new_pr = probe(tmp)
     new_stanza: dict[str, Any] = {"description": stanza.get("description") or f"{name} (converted to diffusers)",
                                   "format": "diffusers", "path": prefix_dest}
     if new_vae is not None:

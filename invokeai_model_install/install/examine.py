@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
 
 from invokeai_model_install.errors import ProbeError, UnsafeFileError
 from invokeai_model_install.install.item import ItemContext
@@ -64,9 +63,3 @@ def check_safety(path: Path, ctx: ItemContext, label: str, *, delete_on_danger: 
             ctx.note(f"{f.name}: {verdict.message} (installed because you allowed it)")
         if verdict.verdict == "unreadable":
             raise ProbeError(f"{label}: {f.name} cannot be read as a checkpoint ({verdict.message})", "check the file")
-
-
-def probe_path(path: Path, label: str) -> Any:
-    from invokeai_model_install.identify import probe
-
-    return probe.probe(path)

@@ -32,7 +32,8 @@ from typing import Any
 from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 from invokeai_model_install.errors import InstallerError, NotFoundError, ProbeError
 from invokeai_model_install.events import Event, ItemConverted, ItemVerified
-from invokeai_model_install.install.examine import check_safety, probe_path
+from invokeai_model_install.identify.probe import ProbeResult, probe
+from invokeai_model_install.install.examine import check_safety
 from invokeai_model_install.install.identity import hub_key, key_hash, local_path, source_key, staging_dir
 from invokeai_model_install.install.item import Installed, ItemContext, ItemOutcome, Spec, WorkItem
 from invokeai_model_install.install.locking import source_lock
@@ -192,7 +193,7 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
     single = single_model_file(rels)
     subject = staged / single if single else staged
     check_safety(subject, ctx, spec.label, delete_on_danger=True)  # before anything reads it
-    pr = probe_path(subject, spec.label)
+    pr = probe(subject)
     if single and isinstance(spec.source, UrlSource):
         from invokeai_model_install.net.sources import url_names_its_file
 
@@ -265,7 +266,7 @@ def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, c
     layout = ctx.layout
     ctx.stage("probe", str(path))
     check_safety(path, ctx, spec.label, delete_on_danger=False)
-    pr = probe_path(path, spec.label)
+    pr = probe(path)
     if ctx.plan.in_place:  # a UI's own models tree: register what this root can use, leave the rest, never convert
         convert = False
         from invokeai_model_install.identify.families import invokeai23_refusal
@@ -298,10 +299,10 @@ def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, c
 
 def _convert_and_register(src: Path, spec: Spec, ctx: ItemContext, conv_key: str, vae: Any, *, source_sha: dict[str, str],
                           reuse: mf.Manifest | None = None,
-                          probe_result: Any = None, revision: str | None = None, source_text: str | None = None) -> Installed:
+                          probe_result: ProbeResult | None = None, revision: str | None = None, source_text: str | None = None) -> Installed:
     """Convert a single-file main model into ``models/diffusers/<name>`` and register that."""
     layout = ctx.layout
-    pr = probe_result or probe_path(src, spec.label)
+    pr = probe_result or probe(src)
     prediction = prediction_type(pr, ctx, spec.label)
     name, dest = choose_dir_dest(ctx, spec.base_name, layout.kind_dir("main-diffusers"), reuse=reuse)
     tmp = layout.partial_dir / f"convert-{key_hash(conv_key)}"
@@ -323,7 +324,7 @@ def _convert_and_register(src: Path, spec: Spec, ctx: ItemContext, conv_key: str
     # record paths as they will be after the move
     prefix_tmp, prefix_dest = layout.relative(tmp), layout.relative(dest)
     files = tuple(dataclasses.replace(f, path=prefix_dest + f.path[len(prefix_tmp):]) for f in files)
-    new_pr = probe_path(tmp, spec.label)
+    new_pr = probe(tmp)
     stanza = stanza_for("main", new_pr, dest, spec, ctx, vae, single=False, source_path=src)
     m = mf.Manifest(name=name, key=conv_key, source=source_text or spec.label, kind="main", format="diffusers",
                     path=prefix_dest, files=files, revision=revision, state="placed",

@@ -152,7 +152,6 @@ class FileJob:
         self.last_event = 0.0
         self.last_event_done = 0
         self.started_at = time.monotonic()
-        self.effective_url: str | None = None
 
     # -- sidecar --------------------------------------------------------------------------
     def load(self) -> int:

@@ -46,17 +46,6 @@ class VaeRef:
     path: str | None = None
     subfolder: str | None = None
 
-    def as_stanza(self) -> dict[str, str]:
-        """The ``vae:`` mapping as written into models.yaml."""
-        out: dict[str, str] = {}
-        if self.repo_id:
-            out["repo_id"] = self.repo_id
-        if self.path:
-            out["path"] = self.path
-        if self.subfolder:
-            out["subfolder"] = self.subfolder
-        return out
-
 
 @dataclass(frozen=True)
 class StarterModel:
