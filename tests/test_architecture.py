@@ -1,19 +1,22 @@
 """The layers are enforced, not described: import-linter's contracts (.importlinter) run here.
 
-One test runs the contracts over the package; one proves they bite: a copy of the package in which a
-core module imports the front ends must fail them.  A third imports every module with ``fcntl`` hidden
-(as on Windows), in a fresh process.
+The contracts hold over the package, and they bite: a copy of the package in which a core module imports
+the front ends (or a bottom module imports another of ours) fails them.  No module imports itself through
+others (no import cycles, lazy imports included), and every module imports with ``fcntl`` hidden (as on
+Windows), in a fresh process.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import pkgutil
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 import invokeai_model_install
 
@@ -31,6 +34,8 @@ _LINT = textwrap.dedent(
 
 
 def _lint(package_parent: Path) -> subprocess.CompletedProcess:
+    if importlib.util.find_spec("importlinter") is None:
+        pytest.fail("import-linter is not installed: pip install -e '.[test]' (it is in the test extra)")
     env = {**os.environ, "PYTHONPATH": str(package_parent)}
     return subprocess.run([sys.executable, "-c", _LINT, str(CONTRACTS)], cwd=package_parent, env=env,
                           capture_output=True, text=True, timeout=300)

@@ -119,7 +119,7 @@ def installer_argv(
     catalog_path: Path | None = None,
 ) -> list[str] | None:
     """The setup's model step as ``invokeai-model-install`` arguments (None: nothing to do): the command a user
-    runs to do the same later, as docs/user-guide.md shows it."""
+    runs to do the same later (docs/cli.md, `invokeai-configure`)."""
     recommended, repos = _model_step(skip_sd_weights, skip_support_models, catalog_path)
     argv = ["--root", str(layout.root)]
     if layout.config_file_override is not None:

@@ -17,13 +17,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from invokeai_model_install.errors import UnknownModelError, UsageError, from_os_error
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.app.common import is_interactive as _interactive  # tests replace it
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.net.settings import DownloadSettings
+from invokeai_model_install.root.catalog import StarterModel
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -154,7 +155,7 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
     imports = list(base.imports)
     adds = list(getattr(args, "add", None) or [])
     need_catalog = getattr(args, "yes", False) or getattr(args, "default_only", False) or adds
-    catalog: dict = {}
+    catalog: dict[str, StarterModel] = {}
     if need_catalog:
         from invokeai_model_install.root.catalog import load_catalog
 
@@ -216,7 +217,7 @@ def _looks_like_a_name(item: str) -> bool:
     return not Path(os.path.expanduser(text)).exists()
 
 
-def unknown_starter(name: str, catalog: Any) -> UnknownModelError:
+def unknown_starter(name: str, catalog: Mapping[str, StarterModel]) -> UnknownModelError:
     """An unknown starter name, with the closest starter names when one is near (a typo)."""
     import difflib
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.root.catalog import StarterModel
 from invokeai_model_install.root.disk import free_space as free_space  # the size line's free bytes (form.py)
 from invokeai_model_install.root.layout import RootLayout
 
@@ -244,7 +245,7 @@ class FormData:
     """
 
     root: Path
-    catalog: Mapping[str, Any]
+    catalog: Mapping[str, StarterModel]
     stanzas: Mapping[str, Any]
     previous_autoscan: str | None = None
     wizard: bool = False
