@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from invokeai_model_install.errors import UsageError
+from invokeai_model_install.formats.files import MODEL_SUFFIXES
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.share import folders
 
@@ -67,7 +68,7 @@ def model_files(layout: RootLayout) -> dict[str, list[tuple[Path, Path]]]:
             for f in sorted(base.rglob("*")):
                 if not f.is_file() or any(part.startswith(".") for part in f.relative_to(base).parts):
                     continue
-                if f.suffix.lower() in folders.WEIGHT_SUFFIXES or (kind == "main" and f.suffix.lower() in _COMPANIONS):
+                if f.suffix.lower() in MODEL_SUFFIXES or (kind == "main" and f.suffix.lower() in _COMPANIONS):
                     if _inside_diffusers_folder(f, base):
                         continue
                     out.setdefault(kind, []).append((f, f.relative_to(base)))

@@ -16,8 +16,6 @@ from invokeai_model_install.root import layout as layout_mod
 from invokeai_model_install.root.atomic import atomic_write_text
 from invokeai_model_install.root.layout import RootLayout
 
-#: file suffixes a UI loads as model weights
-WEIGHT_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 
 #: Extra folders some layouts keep (attribute of RootLayout -> our kind); used only when the layout has them.
 _EXTRA_DIR_ATTRS = {"hub_dir": "main-diffusers", "converted_dir": "main-diffusers"}

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from invokeai_model_install.errors import ConfigError, InstallerError, IntegrityError, NotFoundError, RegistryError
+from invokeai_model_install.errors import ConfigError, IntegrityError, RegistryError
+from invokeai_model_install.formats.files import MODEL_SUFFIXES
 from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.root.layout import RootLayout
 
 LOCK_VERSION = 1
-_WEIGHT_SUFFIXES = (".safetensors", ".sft", ".bin", ".ckpt", ".pt", ".pth")
 _VARIANT = re.compile(r"^(?P<stem>[^/]+)\.fp16\.(?P<ext>safetensors|bin)$")
 
 
@@ -106,7 +106,7 @@ def origin_of(m: mf.Manifest) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if ":" in rest:
             repo, tail = rest.split(":", 1)
-            if tail.lower().endswith(_WEIGHT_SUFFIXES):
+            if tail.lower().endswith(MODEL_SUFFIXES):
                 out["path_in_repo"] = tail
             else:
                 out["subfolder"] = tail
