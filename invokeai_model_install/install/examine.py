@@ -1,4 +1,4 @@
-"""Looking at files before they are installed: refuse dangerous pickles (never loaded), then identify the model."""
+"""Looking at files before anything reads them: refuse dangerous pickles (never loaded) and, unless allowed one by one, suspicious ones."""
 
 from __future__ import annotations
 
