@@ -80,6 +80,12 @@ class TensorIndex:
     def has_prefix(self, prefix: str) -> bool:
         return any(n.startswith(prefix) for n in self.tensors)
 
+    def may_have(self, fragment: str) -> bool:
+        """False only when no name containing ``fragment`` can be found by :meth:`get`, :meth:`has_prefix`
+        or :meth:`find`: one scan that lets a rule skip several lookups which would all miss (on a big
+        header queried in place each miss is a scan of its own).  Here (names in a dict) always True."""
+        return True
+
     def find(self, prefix: str, suffix: str) -> TensorInfo | None:
         """The first tensor whose name starts with ``prefix`` and ends with ``suffix``."""
         for name, info in self.tensors.items():
@@ -239,6 +245,10 @@ class _RawSafetensorsIndex(TensorIndex):
         if self._full is not None:
             return super().has_prefix(prefix)
         return self._key_with_prefix(prefix) is not None
+
+    def may_have(self, fragment: str) -> bool:
+        # get/has_prefix/find in place look for the name's bytes verbatim: no bytes, no match
+        return self._full is not None or fragment.encode() in self._raw
 
     def find(self, prefix: str, suffix: str) -> TensorInfo | None:
         if self._full is not None:
@@ -539,6 +549,10 @@ class _PickleBytesIndex(TensorIndex):
         if self._fallback is not None:
             return self._fallback.has_prefix(prefix)
         return self._view.has_key_prefix(prefix)
+
+    def may_have(self, fragment: str) -> bool:
+        # in place, keys are found by their BINUNICODE bytes: no bytes, no match
+        return self._fallback is not None or fragment.encode() in self._view.data
 
     def find(self, prefix: str, suffix: str) -> TensorInfo | None:
         if self._fallback is not None:
