@@ -392,3 +392,41 @@ def test_the_form_imports_nothing_heavy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+# --- issue 11 item 2: moving through the form never changes a value ----------------------------
+
+
+def _form_text(term: PtyTerm) -> str:
+    """The screen without the size line (free disk space may change under a shared machine)."""
+    return "\n".join(line for line in term.text().splitlines() if "Free disk" not in line)
+
+
+def test_tab_through_every_field_changes_no_value(root, catalog, tmp_path):
+    scan = tmp_path / "scan"
+    (scan / "my-vae").mkdir(parents=True)  # the only entry: npyscreen's Filename completed to it on Tab
+    (root / "invokeai.init").write_text(f'--autoconvert "{scan}"\n')
+    with launch(root, catalog) as term:
+        term.wait_for(f"Directory:    {scan}")
+        term.send(keys.TAB)
+        term.type("owner/typed-line")
+        term.wait_for("+ 1 import line")
+        term.settle()
+        before = _form_text(term)
+        for key in (keys.TAB, keys.BTAB, keys.DOWN):
+            # twice round the whole form, through the directory field and every other widget
+            for _ in range(2 * 12):
+                term.send(key)
+                term.settle(quiet=0.1)
+            after = _form_text(term)
+            assert after == before, f"after {key!r}:\n{term.dump()}"
+        assert f"{scan}/my-vae" not in term.text()
+        # completion is an explicit key: Ctrl-T in the directory field
+        term.focus("Select a directory for models to import", keys.BTAB)
+        term.send(keys.DOWN)  # into the directory field
+        term.send("\x14")  # ".../scan" -> ".../scan/"
+        term.wait_for(f"Directory:    {scan}/ ")
+        term.send("\x14")  # its only folder
+        term.wait_for(f"Directory:    {scan}/my-vae/")
+        term.press("CANCEL")
+        assert term.wait_exit() == 0

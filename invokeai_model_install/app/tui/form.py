@@ -11,7 +11,7 @@ import npyscreen
 
 from invokeai_model_install.app.tui import model
 from invokeai_model_install.app.tui.model import FormData
-from invokeai_model_install.app.tui.widgets import ActionButton, ImportBox, NotifyingCheckbox
+from invokeai_model_install.app.tui.widgets import ActionButton, ImportBox, NotifyingCheckbox, TitleDirectory
 
 
 #: Rows of the form that are not the two starter lists (see :meth:`ModelForm.create`).
@@ -109,7 +109,7 @@ class ModelForm(npyscreen.FormBaseNew):
             on_toggle=lambda _v: self.adjust_widgets(),
         )
         self.w_dir = self.add(
-            npyscreen.TitleFilename,
+            TitleDirectory,  # Tab moves on (never completes); Ctrl-T completes
             name="Directory:",
             value=data.previous_autoscan or "",
             begin_entry_at=14,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import curses
 import curses.ascii
+import os
 import textwrap
 from typing import Callable, Sequence
 
@@ -51,6 +52,55 @@ class ImportBox(npyscreen.BoxTitle):
     """A framed :class:`ImportEditor` with a title."""
 
     _contained_widget = ImportEditor
+
+
+def complete_directory(value: str) -> str:
+    """``value`` completed to the folder names that start with its last part (their common prefix;
+    a trailing ``/`` when only one matches).  Unchanged when nothing matches or the folder cannot be read."""
+    text = os.path.expanduser(value)
+    if not text:
+        return value
+    head, tail = os.path.split(text)
+    try:
+        names = sorted(n for n in os.listdir(head or ".") if n.startswith(tail) and os.path.isdir(os.path.join(head or ".", n)))
+    except OSError:
+        return value
+    if not names:
+        return value
+    common = os.path.commonprefix(names)
+    completed = os.path.join(head, common) + (os.sep if len(names) == 1 else "")
+    return completed if len(completed) >= len(text) else value
+
+
+#: The key that completes a path in :class:`DirectoryField` (Tab only moves on).
+COMPLETE_KEY = "^T"
+
+
+class DirectoryField(npyscreen.Textfield):
+    """A folder path entry where moving never changes the value.
+
+    npyscreen's ``Filename`` completes on Tab, so tabbing through the form silently turned
+    ``.../scan`` into ``.../scan/my-vae/``.  Here Tab leaves the field like everywhere else;
+    completion is an explicit key, Ctrl-T (:data:`COMPLETE_KEY`).
+    """
+
+    def set_up_handlers(self) -> None:
+        super().set_up_handlers()
+        self.handlers.update({curses.ascii.TAB: self.h_exit_down, COMPLETE_KEY: self.h_complete})
+
+    def h_complete(self, _input) -> None:
+        completed = complete_directory(self.value or "")
+        if completed == (self.value or ""):
+            curses.beep()
+            return
+        self.value = completed
+        self.cursor_position = len(self.value)
+
+
+class TitleDirectory(npyscreen.TitleText):
+    """A titled :class:`DirectoryField`."""
+
+    _entry_type = DirectoryField
 
 
 class NotifyingCheckbox(npyscreen.Checkbox):
