@@ -139,3 +139,41 @@ def test_web_choice_runs_the_web_manager(root: Path, capsys, monkeypatch) -> Non
     assert launcher.main(["--root", str(root)], input_fn=_inputs("5", "6")) == 0
     assert "== Manage models in the browser (web page) ==" in capsys.readouterr().out
     assert calls and calls[0][0] == root and calls[0][1]["host"] == "127.0.0.1" and calls[0][1]["open_browser"] is True
+
+
+# --- issue 11 item 3: several forms in one menu session ------------------------------------------
+
+
+def test_wizard_back_after_an_earlier_form_in_the_same_menu_session(root: Path, tmp_path: Path) -> None:
+    """npyscreen runs every application after the first one of a process in a forked child: the
+    wizard's BACK was lost and the menu came back instead of the token page."""
+    import re
+
+    import yaml
+
+    from tests.ptyterm import PtyTerm
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"tiny-sd1": {"description": "x", "repo_id": "tests/tiny-sd1", "size": 1000}}))
+    setup = launcher.MENU.index("Re-run the first-run setup") + 1
+    install = launcher.MENU.index("Download and install models") + 1
+    argv = [sys.executable, "-m", "invokeai_model_install.app.launcher", "--root", str(root), "--catalog", str(catalog)]
+    with PtyTerm(argv, env={"HF_HOME": str(tmp_path / "hf")}) as term:
+        term.wait_for(f"Choose 1-{len(launcher.MENU)}")
+        term.send(f"{install}\r")
+        term.wait_for("IMPORT LOCAL")  # the first form of this process
+        term.press("CANCEL")
+        term.wait_for(f"Choose 1-{len(launcher.MENU)}")
+        term.send(f"{setup}\r")
+        term.wait_for("HuggingFace access token")
+        term.send("\r")  # skip the token
+        term.wait_for("BACK")  # the wizard's form, the second of this process
+        term.press("BACK")
+        term.wait_for("Back to the first-run setup.")
+        term.wait_for(re.compile(r"Back to the first-run setup\.\s+HuggingFace access token"))
+        term.send("\r")
+        term.wait_for("BACK")  # the token page leads to the form again
+        term.press("CANCEL")
+        term.wait_for(re.compile(r"Choose 1-\d+:\s*$"))
+        term.send(f"{len(launcher.MENU)}\r")  # Quit
+        assert term.wait_exit() == 0

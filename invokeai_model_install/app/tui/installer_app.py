@@ -35,8 +35,20 @@ class InstallerApp(npyscreen.NPSAppManaged):
     # --- running ---------------------------------------------------------------------
 
     def run_app(self) -> None:
-        """Run with the mouse left to the terminal, so that selecting and pasting text works as usual."""
-        npyscreen.npyssafewrapper.wrapper(lambda screen: self._NPSApp__remove_argument_call_main(screen, enable_mouse=False))
+        """Run with the mouse left to the terminal, so that selecting and pasting text works as usual.
+
+        Always in this process (``fork=False``): npyscreen's wrapper runs every application after the
+        first one in a *forked child*, so a second form in one process (the ``invokeai`` menu, then its
+        first-run wizard) lost its result (BACK read as OK) and everything it did to this process.
+        """
+        import warnings
+
+        with warnings.catch_warnings():
+            # "Repeated calls of endwin may cause a memory leak": a few kB per form, against a lost result
+            warnings.simplefilter("ignore")
+            npyscreen.npyssafewrapper.wrapper(
+                lambda screen: self._NPSApp__remove_argument_call_main(screen, enable_mouse=False), fork=False
+            )
 
     def onStart(self) -> None:
         npyscreen.setTheme(npyscreen.Themes.DefaultTheme)
