@@ -9,6 +9,7 @@ not the screen alone.  HF_ENDPOINT reaches the child through the environment (th
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -237,3 +238,56 @@ def test_ctrl_c_during_install_cancels_and_restores_the_terminal(root, tmp_path,
     assert raw.rfind("\x1b[?1049l") < raw.rfind("Interrupted.")
     assert "partial downloads are kept" in flat
     assert "slow" not in (root.models_yaml.read_text() if root.models_yaml.exists() else "")
+
+
+# --- issue 11 items 4 and 6 ------------------------------------------------------------------------
+
+
+def test_cancel_shows_x_counts_the_bytes_kept_and_back_keeps_the_import_line(root, tmp_path, file_server, tiny_checkpoints):
+    catalog = tmp_path / "empty-catalog.yaml"
+    catalog.write_text("")
+    shutil.copy(tiny_checkpoints["sd-1", "safetensors"], file_server.folder / "slow.safetensors")
+    file_server.faults.throttle("*.safetensors", 300_000)
+    url = file_server.url_for("slow.safetensors")
+    with launch(root, catalog) as term:
+        term.wait_for("No starter models in the catalogue.")
+        term.type(url)
+        term.wait_for("slow.safetensors")
+        term.press("DONE")
+        term.wait_for("ETA", timeout=SLOW)
+        term.wait_for(re.compile(r"\d\.\d\d MB/"), timeout=SLOW)  # some bytes are in
+        term.send("c")
+        summary = term.wait_for(re.compile(r"Cancelled: 0 done, 0 skipped, 0 failed, 1 cancelled; kept (\S+ \S?B) for resume"),
+                                timeout=SLOW)
+        assert summary.group(1) not in ("0 B",)
+        assert re.search(r"^│ x http://\S+slow\.safet", term.text(), re.M), term.dump()  # the docs' cancel mark
+        assert re.search(r"Downloaded \S+ \S?B in \d+:\d\d; kept " + re.escape(summary.group(1)), term.text())
+        term.press("BACK TO THE FORM", keys.TAB)
+        term.wait_for("IMPORT LOCAL AND REMOTE MODELS")
+        term.wait_for(url)  # run again to resume: nothing to retype
+        term.press("CANCEL")
+        assert term.wait_exit() == 4  # FormResult.CANCELLED (of the install)
+    log = (root.root / "model-install.log").read_text()
+    assert "slow.safetensors: cancelled" in log and "kept" in log
+
+
+def test_a_long_error_is_wrapped_on_screen_and_written_to_the_log(root, tmp_path):
+    catalog = tmp_path / "empty-catalog.yaml"
+    catalog.write_text("")
+    missing = tmp_path / ("a-folder-with-a-rather-long-name-" * 3) / "and-a-model-file-that-is-not-there.safetensors"
+    with launch(root, catalog) as term:
+        term.wait_for("No starter models in the catalogue.")
+        term.type(str(missing))
+        term.wait_for("+ 1 import line")
+        term.press("DONE")
+        term.wait_for("Finished: 0 done, 0 skipped, 1 failed.", timeout=SLOW)
+        term.settle()
+        rows = term.lines()
+        log_start = next(i for i, line in enumerate(rows) if line.startswith("│ Log:"))
+        shown = " ".join(line.strip("│ ").strip() for line in rows[log_start + 1:] if line.strip("│ ").strip())
+        assert "hint:" in shown  # the hint line is there, after the whole message
+        assert missing.name in shown.replace(" ", "") or missing.name in shown  # never cut at the right edge
+        term.press("EXIT", keys.TAB)
+        assert term.wait_exit() == 1
+    log = (root.root / "model-install.log").read_text()
+    assert str(missing) in log and "hint:" in log and "Finished: 0 done, 0 skipped, 1 failed." in log

@@ -97,7 +97,7 @@ def test_summary_while_running_cancelling_and_at_the_end():
     clock.now += 65
     state.apply(ev.PlanFinished(succeeded=1, skipped=0, failed=0, cancelled=True))
     assert state.summary().startswith("Cancelled: 1 done")
-    assert "Partial downloads are kept" in state.summary()
+    assert "partial downloads are kept for resume" in state.summary()
     assert state.bar_line(80) == "Downloaded 2.00 MB in 1:05"
     # items that never ran are marked cancelled
     assert all("cancelled" in line for line in state.status_lines(80)[0:3])
@@ -128,3 +128,38 @@ def test_bar_and_eta_helpers():
     assert format_eta(None) == "--:--"
     assert format_eta(59.6) == "1:00"
     assert format_eta(3725) == "1:02:05"
+
+
+# --- issue 11 items 4 and 6: long errors wrap; a cancel is shown as such, with the bytes kept ----------
+
+
+def test_cancelled_item_shows_x_and_the_bytes_kept_for_resume():
+    clock = FakeClock()
+    state = ProgressState(clock=clock)
+    started(state)
+    state.apply(ev.ItemStarted(item="i2", label="https://h/x.safetensors"))
+    state.apply(ev.FileStarted(item="i2", name="x.safetensors", total=1_000_000_000, resumed_from=100_000_000))
+    state.apply(ev.FileProgress(item="i2", name="x.safetensors", done=525_000_000, total=1_000_000_000, speed=1e6))
+    state.cancelling = True
+    state.apply(ev.ItemFailed(item="i2", message="cancelled", hint="run the installer again to resume", error="Cancelled"))
+    clock.now += 30
+    state.apply(ev.PlanFinished(succeeded=0, skipped=0, failed=3, cancelled=True))  # the worker counts cancels as failed
+    lines = state.status_lines(100)
+    assert lines[1].startswith("x https://h/x.safetensors") and "kept 525 MB for resume" in lines[1]
+    assert not any(line.startswith("!") for line in lines)
+    assert state.summary() == "Cancelled: 0 done, 0 skipped, 0 failed, 3 cancelled; kept 525 MB for resume."
+    # 425 MB came in this run (it resumed at 100 MB); 525 MB are on disk for the next run
+    assert state.bar_line(100) == "Downloaded 425 MB in 0:30; kept 525 MB for resume"
+    assert state.log[-1] == "x https://h/x.safetensors: cancelled, 525 MB kept for resume"
+
+
+def test_long_errors_are_wrapped_never_cut():
+    state = ProgressState()
+    started(state)
+    message = "a very long reason " * 12 + "END-OF-MESSAGE"
+    state.apply(ev.ItemFailed(item="i2", message=message, hint="the hint says what to do " * 5 + "END-OF-HINT", error="X"))
+    lines = state.log_lines(60)
+    assert all(len(line) <= 60 for line in lines)
+    text = " ".join(line.strip() for line in lines)
+    assert "END-OF-MESSAGE" in text and "END-OF-HINT" in text
+    assert lines[0].startswith("! https://h/x.safetensors:") and lines[1].startswith("  ")

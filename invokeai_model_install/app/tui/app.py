@@ -50,11 +50,26 @@ def _log_to_file(root: Path) -> logging.Handler | None:
     if not root.is_dir():
         return None
     handler = logging.FileHandler(root / "model-install.log", delay=True, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    ours = logging.getLogger("invokeai_model_install")
+    handler._iami_level = ours.level  # type: ignore[attr-defined]  # restored by _stop_logging
+    if ours.getEffectiveLevel() > logging.INFO:
+        ours.setLevel(logging.INFO)  # each item's outcome is an INFO record
     for name in ("invokeai_model_install", "py.warnings"):
         logging.getLogger(name).addHandler(handler)
     logging.captureWarnings(True)
     return handler
+
+
+def _stop_logging(handler: logging.Handler | None) -> None:
+    if handler is None:
+        return
+    for name in ("invokeai_model_install", "py.warnings"):
+        logging.getLogger(name).removeHandler(handler)
+    logging.getLogger("invokeai_model_install").setLevel(getattr(handler, "_iami_level", logging.NOTSET))
+    handler.close()
+    logging.captureWarnings(False)
 
 
 def run_form(
@@ -111,11 +126,7 @@ def run_form(
         print(msg + " models.yaml was left as it was after the last finished model.", file=sys.stderr)
         return FormResult.INTERRUPTED
     finally:
-        if handler is not None:
-            for name in ("invokeai_model_install", "py.warnings"):
-                logging.getLogger(name).removeHandler(handler)
-            handler.close()
-            logging.captureWarnings(False)
+        _stop_logging(handler)
     return app.result
 
 

@@ -247,6 +247,7 @@ class ModelForm(npyscreen.FormBaseNew):
             if not ok:
                 self.display()
                 return
+        self.parentApp.remember_values(values)
         self.parentApp.start_plan(model.build_plan(values))
 
     def on_cancel(self) -> None:

@@ -31,6 +31,7 @@ class InstallerApp(npyscreen.NPSAppManaged):
         self.handle: Any = None
         self.result: int = FormResult.OK
         self._install_result: int = FormResult.OK
+        self._last_values: Any = None  # the form's values of the last plan (BACK TO THE FORM keeps what did not finish)
 
     # --- running ---------------------------------------------------------------------
 
@@ -53,6 +54,10 @@ class InstallerApp(npyscreen.NPSAppManaged):
     def onStart(self) -> None:
         npyscreen.setTheme(npyscreen.Themes.DefaultTheme)
         self._add_main_form()
+
+    def remember_values(self, values: Any) -> None:
+        """The form's values when DONE was pressed (see :meth:`back_to_form`)."""
+        self._last_values = values
 
     def _add_main_form(self, **restore: Any) -> None:
         title = f"INVOKEAI MODEL INSTALLER  (root: {self.layout.root})"
@@ -95,8 +100,32 @@ class InstallerApp(npyscreen.NPSAppManaged):
             npyscreen.notify_confirm(err.one_line(), title="Cannot reload", wide=True, editw=1)
             self.finish("failed")
             return
-        self._add_main_form()
+        self._add_main_form(restore=self._values_to_keep())
         self.switchForm("MAIN")
+
+    def _values_to_keep(self) -> Any:
+        """What the new form starts with after a plan: the import lines, starters and folder that did not
+        finish (cancelled or failed), so "run again to resume" needs no retyping; None after a full success."""
+        values = self._last_values
+        form = self._Forms.get("PROGRESS")
+        state = getattr(form, "state", None)
+        if values is None or state is None:
+            return None
+        finished = {row.label.strip() for row in state.items.values() if row.state in ("done", "skipped", "removed")}
+        from invokeai_model_install.app.tui import model
+
+        lines = [line for line in model.import_lines(values.import_text) if line.strip() not in finished]
+        install = [k for k in values.install if k not in finished]
+        if not lines and not install:
+            return None
+        data = self.data
+        installed = [model.installed_name(k, data.repo_ids[k], data.stanzas) for k in data.installed_keys]
+        import dataclasses
+
+        return dataclasses.replace(
+            values, installed=installed, keep=installed, purge=False, install=install,
+            import_text="\n".join(lines) + "\n",
+        )
 
     def finish(self, how: str) -> None:
         """Leave the application: ``ok``, ``failed``, ``cancel`` (form's CANCEL) or ``back``."""

@@ -173,7 +173,7 @@ def validate(values: FormValues) -> list[str]:
         else:
             path = Path(os.path.expanduser(raw))
             if not path.exists():
-                problems.append(f"The directory {raw} does not exist: check the path (Tab completes it).")
+                problems.append(f"The directory {raw} does not exist: check the path (Ctrl-T completes a folder name).")
             elif not path.is_dir():
                 problems.append(f"{raw} is a file, not a directory: put files in the import box instead.")
     return problems

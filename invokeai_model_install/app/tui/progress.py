@@ -9,6 +9,7 @@ only copies these strings into widgets, so all of it is unit-testable.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -79,6 +80,14 @@ class ProgressState:
     finished: ev.PlanFinished | None = None
     cancelling: bool = False
     started_at: float = 0.0
+    #: bytes received in this run for files that did not finish (a cancel, a failure)
+    partial_fetched: int = 0
+    #: bytes on disk of the downloads of cancelled items, kept under models/.partial for the next run
+    kept_bytes: int = 0
+    #: bytes of the files each item finished (kept for resume too when the item is cancelled)
+    _finished_bytes: dict[str, int] = field(default_factory=dict)
+    #: where each file started (bytes already there from an earlier run)
+    _resumed: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
@@ -116,6 +125,7 @@ class ProgressState:
             row.stage, row.detail = event.stage, event.detail
         elif isinstance(event, ev.FileStarted):
             self.files[(item, event.name)] = FileRow(event.name, event.resumed_from, event.total)
+            self._resumed[(item, event.name)] = event.resumed_from
         elif isinstance(event, ev.FileProgress):
             f = self.files.setdefault((item, event.name), FileRow(event.name))
             f.done, f.speed = event.done, event.speed
@@ -123,7 +133,9 @@ class ProgressState:
                 f.total = event.total
         elif isinstance(event, ev.FileFinished):
             self.files.pop((item, event.name), None)
+            self._resumed.pop((item, event.name), None)
             self.fetched_bytes += max(0, event.fetched)
+            self._finished_bytes[item] = self._finished_bytes.get(item, 0) + max(0, event.size)
         elif isinstance(event, ev.ItemVerified):
             self._row(item).detail = f"verified {event.files} file{'s' if event.files != 1 else ''}, {human_size(event.bytes)}"
         elif isinstance(event, ev.ItemConverted):
@@ -143,6 +155,14 @@ class ProgressState:
             row.state, row.stage, row.detail = "skipped", "skipped", event.reason
             self.log.append(f"= {row.label}: skipped ({event.reason})" if event.reason else f"= {row.label}: skipped")
             self._drop_files(item)
+        elif isinstance(event, ev.ItemFailed) and event.error == "Cancelled":
+            row = self._row(item)
+            kept = self._finished_bytes.get(item, 0) + sum(f.done for k, f in self.files.items() if k[0] == item)
+            self.kept_bytes += kept
+            row.state, row.stage = "cancelled", "cancelled"
+            row.detail = f"kept {human_size(kept)} for resume" if kept else "nothing downloaded yet"
+            self.log.append(f"x {row.label}: cancelled" + (f", {human_size(kept)} kept for resume" if kept else ""))
+            self._drop_files(item)
         elif isinstance(event, ev.ItemFailed):
             row = self._row(item)
             message = _without_prefix(event.message, row.label)
@@ -158,7 +178,8 @@ class ProgressState:
             self.log.append(f"  {event.name or self._label(item)}: retrying in {event.delay:.0f} s ({event.reason})")
         elif isinstance(event, ev.PlanFinished):
             self.finished = event
-            self.files.clear()
+            for key in list(self.files):
+                self._drop_files(key[0])
             for row in self.items.values():
                 if row.state in ("waiting", "running"):
                     row.state = "cancelled" if event.cancelled else row.state
@@ -167,7 +188,16 @@ class ProgressState:
 
     def _drop_files(self, item: str) -> None:
         for key in [k for k in self.files if k[0] == item]:
-            del self.files[key]
+            f = self.files.pop(key)
+            self.partial_fetched += max(0, f.done - self._resumed.pop(key, 0))
+
+    def log_lines(self, width: int) -> list[str]:
+        """The log wrapped to ``width`` columns (long errors and hints are read in full, never cut)."""
+        out: list[str] = []
+        for entry in self.log:
+            indent = " " * (len(entry) - len(entry.lstrip()) + 2)
+            out += textwrap.wrap(entry, max(20, width), subsequent_indent=indent, break_on_hyphens=False) or [""]
+        return out
 
     # --- rendering -------------------------------------------------------------------
 
@@ -187,8 +217,12 @@ class ProgressState:
         """The current transfer(s): bar, percent, bytes, speed, ETA and file name(s)."""
         if not self.files:
             if self.finished is not None:
-                fetched = human_size(self.fetched_bytes) if self.fetched_bytes else "0 B"
-                return cut(f"Downloaded {fetched} in {format_eta(self.clock() - self.started_at)}", width)
+                got = self.fetched_bytes + self.partial_fetched
+                fetched = human_size(got) if got else "0 B"
+                text = f"Downloaded {fetched} in {format_eta(self.clock() - self.started_at)}"
+                if self.kept_bytes:
+                    text += f"; kept {human_size(self.kept_bytes)} for resume"
+                return cut(text, width)
             return cut("Waiting for the next file...", width)
         files = list(self.files.values())
         done = sum(f.done for f in files)
@@ -212,7 +246,10 @@ class ProgressState:
         f = self.finished
         text = f"Finished: {f.succeeded} done, {f.skipped} skipped, {f.failed} failed."
         if f.cancelled:
-            text = f"Cancelled: {f.succeeded} done, {f.skipped} skipped, {f.failed} failed. Partial downloads are kept for resume."
+            n_cancelled = sum(1 for row in self.items.values() if row.state == "cancelled")
+            failed = max(0, f.failed - n_cancelled)  # the worker counts a cancelled item as failed
+            kept = f"kept {human_size(self.kept_bytes)} for resume" if self.kept_bytes else "partial downloads are kept for resume"
+            text = f"Cancelled: {f.succeeded} done, {f.skipped} skipped, {failed} failed, {n_cancelled} cancelled; {kept}."
         return text
 
     @property

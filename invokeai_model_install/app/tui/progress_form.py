@@ -32,6 +32,7 @@ class ProgressForm(npyscreen.FormBaseNew):
         self.state = ProgressState()
         self.n_items = n_items
         self._closed = False
+        self._logged = 0  # entries of state.log already written to ROOT/model-install.log
         super().__init__(*args, **keywords)
         self.keypress_timeout = 1  # tenths of a second between event polls
 
@@ -82,6 +83,8 @@ class ProgressForm(npyscreen.FormBaseNew):
             if self.state.finished is None:
                 self._worker_ended_without_summary()
                 changed = True
+        if changed:
+            self._write_log()
         if changed or self.state.files:
             self.refresh_widgets()
         if self.state.finished is not None and not self._closed:
@@ -115,6 +118,14 @@ class ProgressForm(npyscreen.FormBaseNew):
         self.state.log.append("! the installer's worker stopped unexpectedly; see models/.partial/worker.log")
         self.state.apply(ev.PlanFinished(failed=1, cancelled=self.state.cancelling))
 
+    def _write_log(self) -> None:
+        """New log entries, whole (the screen wraps them), to ROOT/model-install.log; then the summary."""
+        for entry in self.state.log[self._logged:]:
+            (log.error if entry.lstrip().startswith(("!", "hint:")) else log.info)("%s", entry)
+        self._logged = len(self.state.log)
+        if self.state.finished is not None and not self._closed:
+            log.info("%s %s", self.state.summary(), self.state.bar_line(200))
+
     def _show_end(self) -> None:
         """Swap the cancel button for BACK TO THE FORM / EXIT and move the cursor there."""
         self._closed = True
@@ -138,7 +149,7 @@ class ProgressForm(npyscreen.FormBaseNew):
             running = states.index("running")
             self.w_items.start_display_at = max(0, min(running, len(states) - self.w_items.height))
         self.w_bar.value = self.state.bar_line(width)
-        self.w_log.values = list(self.state.log)
+        self.w_log.values = self.state.log_lines(width)
         # keep the newest log lines in view
         self.w_log.start_display_at = max(0, len(self.w_log.values) - self.w_log.height)
         self.display()
