@@ -184,11 +184,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         layout = make_layout(args)  # inside: --layout comfyui without --root is a one-line usage error
+        _check_config_file(args, layout)
         if handler is not None:
-            return handler(args, layout, catalog_path)
+            return int(handler(args, layout, catalog_path) or 0)
         return run_installer(args, layout, catalog_path)
 
     return exit_status(run)
+
+
+def _check_config_file(args: argparse.Namespace, layout: RootLayout) -> None:
+    """A --config_file that does not exist is a typo, not an empty registry; it is created only with --yes
+    (or --create-root)."""
+    path = layout.config_file_override
+    if path is None or path.exists():
+        return
+    if getattr(args, "yes", False) or getattr(args, "create_root", False):
+        from invokeai_model_install.root.registry import Registry
+
+        if layout.exists():  # a new root gets it from the first-run setup
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Registry(path).ensure_exists()
+            print(f"Created {path} (an empty models.yaml).", file=sys.stderr)
+        return
+    raise UsageError(
+        f"--config_file {path}: the file does not exist",
+        "check the path; to start a new models.yaml there, add --yes or --create-root",
+    )
 
 
 def run_installer(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | None) -> int:

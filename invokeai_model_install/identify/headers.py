@@ -306,6 +306,20 @@ FULL_PARSE_BELOW = 32_768
 
 
 def not_safetensors(path: Path, why: str, first: bytes) -> ProbeError:
+    if why == "empty":
+        return ProbeError(f"{path.name}: the file is empty (0 bytes)", hint="download it again, or delete it")
+    try:
+        text = first[:8].decode("ascii") if len(first) >= 8 else ""
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        # a safetensors file starts with an 8-byte little-endian length: never 8 printable characters
+        what = ("it is an HTML page (a web page), not a model" if first.lstrip()[:1] == b"<"
+                else "it starts with text, e.g. a saved web page or an error message")
+        return ProbeError(
+            f"{path.name}: not a safetensors file: {what}",
+            hint="download the model file itself again (a site that wants a login sends a page instead)",
+        )
     looks = ""
     if first[:4] == b"PK\x03\x04" or first[:1] == b"\x80":
         looks = " It looks like a pickle (.ckpt) checkpoint renamed .safetensors."
@@ -333,7 +347,8 @@ def _read_safetensors_raw(path: Path) -> tuple[bytes, int]:
         finally:
             os.close(fd)
     except SafetensorsFormatError as exc:
-        raise not_safetensors(path, str(exc), exc.first) from None
+        why = "empty" if not exc.first and str(exc) == "shorter than a header" else str(exc)
+        raise not_safetensors(path, why, exc.first) from None
     except OSError as exc:
         raise ProbeError(f"{path}: cannot read ({exc.strerror or exc})") from None
 

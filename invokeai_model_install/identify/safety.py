@@ -355,6 +355,8 @@ def _scan_file(path: Path) -> ScanVerdict:
     except OSError as exc:
         return ScanVerdict("unreadable", (), f"{path}: cannot read ({exc.strerror or exc})")
     is_st_name = path.suffix.lower() in SAFETENSORS_SUFFIXES
+    if not first:
+        return ScanVerdict("unreadable", (), f"{path.name}: the file is empty (0 bytes)")
     if not _looks_pickle(first):
         if is_st_name or (len(first) == 9 and first[8:9] == b"{"):
             from invokeai_model_install.identify.headers import read_safetensors_header  # header check only: no code in safetensors

@@ -62,4 +62,10 @@ def check_safety(path: Path, ctx: ItemContext, label: str, *, delete_on_danger: 
                 )
             ctx.note(f"{f.name}: {verdict.message} (installed because you allowed it)")
         if verdict.verdict == "unreadable":
-            raise ProbeError(f"{label}: {f.name} cannot be read as a checkpoint ({verdict.message})", "check the file")
+            # the verdict names the file ("x.ckpt: the file is empty"); say it once, after the item's label
+            reason = verdict.message
+            if reason.startswith(f.name + ":"):
+                reason = reason[len(f.name) + 1:].strip()
+            where = "" if Path(label).name == f.name else f"{f.name}: "
+            raise ProbeError(f"{label}: {where}{reason}", "check the file, or download it again")
+

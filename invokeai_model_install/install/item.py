@@ -55,7 +55,14 @@ class ItemOutcome:
     fetched_bytes: int = 0
 
     def one_line(self) -> str:
-        text = f"{self.label}: {self.message}" if self.message else self.label
+        """``label: message (hint)``; a message that already starts with the label keeps it once."""
+        message = self.message
+        while self.label and message.startswith(self.label + ":"):
+            message = message[len(self.label) + 1:].lstrip()
+        if self.label and message.startswith(self.label + " "):
+            text = message  # "URL sent a text page ...": it names the item already
+        else:
+            text = f"{self.label}: {message}" if message else self.label
         if self.hint:
             text += f" ({self.hint})"
         return " ".join(text.split())

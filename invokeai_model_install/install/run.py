@@ -160,7 +160,21 @@ def _parse_line(line: str) -> list[Source | SourceError]:
     if errors:
         # one line, one report: "foo bar baz" is a typo'd line, not three failures
         first = errors[0]
-        out.append(first if len(errors) == 1 else type(first)("; ".join(e.message for e in errors), first.hint))
+        if len(errors) == 1:
+            out.append(first)
+        elif not srcs:  # nothing on the line is usable: the line is the one thing that is wrong
+            out.append(type(first)(
+                f"{' '.join(line.split())!r} is not a URL, a HuggingFace repo id (owner/name), or an existing file or folder",
+                first.hint,
+            ))
+        else:
+            import re
+
+            bad = [m.group(1) if (m := re.match(r"^'(.*?)' ", e.message)) else e.message for e in errors]
+            out.append(type(first)(
+                ", ".join(repr(b) for b in bad) + " on this line are not URLs, repo ids (owner/name), or existing files or folders",
+                first.hint,
+            ))
     for src in srcs:
         if isinstance(src, sources.LocalFolderSource):
             expanded = sources.expand_folder(Path(str(src.path)))

@@ -336,7 +336,7 @@ class Engine:
                 attempts = 0 if seg.pos > before else attempts + 1
                 if attempts > settings.retries:
                     raise DownloadError(
-                        f"{job.name}: {r.reason}; gave up after {attempts} tries ({redact_url(job.rf.url)})"
+                        f"{job.name}: {r.reason}; gave up after {attempts} tries ({redact_url(job.rf.url)})", r.hint
                     ) from None
                 delay = r.delay if r.delay is not None else backoff(settings, max(0, attempts - 1))
                 self.emit(Retrying(name=job.name, reason=r.reason, delay=delay))

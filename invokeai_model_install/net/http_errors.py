@@ -159,6 +159,12 @@ def looks_like_text(first: bytes) -> str | None:
     return None
 
 
+def _login_hint(token_hint_text: str) -> str:
+    if token_hint_text.lower().startswith(("if the site needs a login", "the site")):
+        return token_hint_text
+    return f"the site probably wants a login: {token_hint_text}"
+
+
 def sniff_not_a_model(
     first: bytes, content_type: str | None, url: str, *, relpath: str = "", hub_endpoint: str | None = None
 ) -> NotAModelError | None:
@@ -172,16 +178,48 @@ def sniff_not_a_model(
     if kind is None:
         return None
     return NotAModelError(
-        f"{redact_url(url)} sent an {kind} page ({ctype or 'no content type'}) instead of a model file",
-        f"the site probably wants a login: {token_hint(url, hub_endpoint)}",
+        f"{redact_url(url)} sent {'an' if kind in ('HTML', 'XML') else 'a'} {kind} page "
+        f"({ctype or 'no content type'}) instead of a model file",
+        _login_hint(token_hint(url, hub_endpoint)),
     )
+
+
+def describe_network_error(exc: BaseException, url: str) -> tuple[str, str | None]:
+    """(what happened, what to do) for a connection-level failure, in words: "cannot reach HOST:
+    the host name cannot be resolved" rather than ``gaierror: [Errno -2] ...``.  The hint is None
+    when the generic one (check the network; partial downloads resume) fits."""
+    import errno
+    import socket
+    import ssl
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "the server"
+    where = host + (f":{parts.port}" if parts.port else "")
+    if isinstance(exc, socket.gaierror):
+        return (f"cannot reach {host}: the host name cannot be resolved ({exc.strerror or exc})",
+                "check the host name in the URL and your internet connection")
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"cannot reach {where}: connection refused",
+                "check the URL's host and port; the server may be down, try again later")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return (f"cannot reach {where}: no answer (timed out)",
+                "check your internet connection, proxy or firewall, then run the installer again")
+    if isinstance(exc, ssl.SSLError):
+        return (f"secure connection to {where} failed ({exc.reason or exc})",
+                "check the system clock and the certificates (SSL_CERT_FILE), or the URL's scheme")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN):
+        return f"cannot reach {where}: {exc.strerror or 'network unreachable'}", "check your network connection"
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return f"the connection to {where} was dropped", None
+    text = str(exc)
+    return (type(exc).__name__ + (f": {text}" if text else "")) + f" ({where})", None
 
 
 def from_network_error(exc: BaseException, url: str, what: str | None = None) -> DownloadError:
     """A connection-level failure (refused, reset, timeout, DNS) as a :class:`DownloadError`."""
     shown = redact_url(url)
-    reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
-    return DownloadError(f"{what or shown}: cannot download from {shown} ({reason})")
+    reason, hint = describe_network_error(exc, url)
+    return DownloadError(f"{what or shown}: {reason}", hint)
 
 
 def from_hf_exception(

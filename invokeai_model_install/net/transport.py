@@ -155,10 +155,11 @@ def proxy_for(url: str, settings: DownloadSettings) -> tuple[str, int, str | Non
 class Retry(Exception):
     """A transient failure: try again after ``delay`` (None: computed backoff)."""
 
-    def __init__(self, reason: str, delay: float | None = None) -> None:
+    def __init__(self, reason: str, delay: float | None = None, hint: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
+        self.hint = hint  # what to do when the retries run out (None: the generic network hint)
 
 
 
@@ -194,7 +195,8 @@ def open_request(
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conns.drop(current)
-            raise Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+            reason, hint = http_errors.describe_network_error(exc, current)
+            raise Retry(reason, hint=hint) from exc
         if resp.status in (301, 302, 303, 307, 308):
             location = resp.getheader("Location")
             discard_body(conns, current, resp)
@@ -250,7 +252,7 @@ def fetch_small(url: str, settings: DownloadSettings, *, limit: int = 4 << 20, w
                 return body
             except Retry as r:
                 if attempt >= settings.retries:
-                    raise DownloadError(f"{what or redact_url(url)}: {r.reason} after {attempt + 1} tries") from None
+                    raise DownloadError(f"{what or redact_url(url)}: {r.reason}, after {attempt + 1} tries", r.hint) from None
                 time.sleep(r.delay if r.delay is not None else backoff(settings, attempt))
             except (OSError, http.client.HTTPException) as exc:
                 if attempt >= settings.retries:

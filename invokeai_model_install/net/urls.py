@@ -75,7 +75,7 @@ def resolve_url(src: UrlSource, settings: DownloadSettings) -> Resolved:
                 break
             except Retry as r:
                 if attempt >= settings.retries:
-                    raise DownloadError(f"{what}: {r.reason} after {attempt + 1} tries") from None
+                    raise DownloadError(f"{what}: {r.reason}, after {attempt + 1} tries", r.hint) from None
                 time.sleep(r.delay if r.delay is not None else backoff(settings, attempt))
         size = -1
         if resp.status == 206:
