@@ -1,6 +1,6 @@
 """Re-create the text screenshots in this folder (run by hand from the repository root).
 
-    .venv/bin/python docs/screenshots/capture.py
+    python docs/screenshots/capture.py   (in the virtual environment the package is installed in)
 
 It runs the real installer inside tmux (100x35, TERM=xterm) and saves ``tmux capture-pane -p``:
 
@@ -78,7 +78,7 @@ def main() -> int:
     from tests.fileserver import FileServer
     from tests.hubserver import HubServer
 
-    py = str(REPO / ".venv" / "bin" / "python")
+    py = sys.executable  # the interpreter of the active virtual environment
     base_env = {
         "TERM": "xterm",
         "LC_ALL": "C.UTF-8",
