@@ -208,7 +208,7 @@ def test_cancel_keeps_partial_downloads_and_the_registry(root, tmp_path, file_se
         term.wait_for("ETA", timeout=SLOW)  # the bar of a running transfer
         term.send("c")
         term.wait_for("Cancel", timeout=SLOW)
-        term.wait_for("Partial downloads are kept", timeout=SLOW)
+        term.wait_for(re.compile(r"Cancelled: .*; (kept \S+ \S?B for resume|partial downloads are kept for resume)\."), timeout=SLOW)
         term.press("EXIT", keys.TAB)
         assert term.wait_exit() == 4  # FormResult.CANCELLED
     after = root.models_yaml.read_text() if root.models_yaml.exists() else None

@@ -192,8 +192,14 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
     rels = [f.relpath for f in resolved.files]
     single = single_model_file(rels)
     subject = staged / single if single else staged
-    check_safety(subject, ctx, spec.label, delete_on_danger=True)  # before anything reads it
-    pr = probe(subject)
+    try:
+        check_safety(subject, ctx, spec.label, delete_on_danger=True)  # before anything reads it
+        pr = probe(subject)
+    except ProbeError:
+        # A complete download that is no model (an unverified URL that sent wrong bytes, a page) must not
+        # stay in staging: the next run would take it as already downloaded and fail the same way forever.
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     if single and isinstance(spec.source, UrlSource):
         from invokeai_model_install.net.sources import url_names_its_file
 
