@@ -12,6 +12,7 @@ The tests run as root on our machines and in CI, and ``chmod`` does not stop roo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -19,7 +20,7 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 _SCRIPT = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
 
@@ -43,13 +44,13 @@ def readonly_mode() -> str | None:
     return None
 
 
-def run_readonly(path: Path, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
-    """Run ``argv`` while ``path`` (a folder) cannot be written; returns the finished process."""
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("text", True)
+@contextlib.contextmanager
+def readonly(path: Path) -> Iterator[list[str]]:
+    """While in the block, commands started with the yielded argv prefix cannot write ``path``."""
     mode = readonly_mode()
     if mode == "unshare":
-        return subprocess.run(_unshare_prefix(path) + list(argv), **kwargs)
+        yield _unshare_prefix(path)
+        return
     if mode != "chmod":
         raise RuntimeError("no way to make a folder read-only here")
     changed = []
@@ -59,7 +60,15 @@ def run_readonly(path: Path, argv: Sequence[str], **kwargs) -> subprocess.Comple
             changed.append((p, mode_bits))
             os.chmod(p, stat.S_IMODE(mode_bits) & ~0o222)
     try:
-        return subprocess.run(list(argv), **kwargs)
+        yield []
     finally:
         for p, mode_bits in reversed(changed):
             os.chmod(p, stat.S_IMODE(mode_bits))
+
+
+def run_readonly(path: Path, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run ``argv`` while ``path`` (a folder) cannot be written; returns the finished process."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    with readonly(path) as prefix:
+        return subprocess.run(prefix + list(argv), **kwargs)

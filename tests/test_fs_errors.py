@@ -115,3 +115,32 @@ def test_os_errors_become_one_line_with_the_path_and_a_hint(code, words):
     assert words in line and "\n" not in line
     assert line.startswith("/r/configs ")  # a temporary file's folder, which the user can act on
     assert err.hint and "Errno" not in line
+
+
+def test_the_form_on_a_read_only_root_says_so_in_one_line_and_stays_usable(setup, tmp_path):
+    """The form opens (no log file can be written: no crash), and DONE says why nothing can be installed."""
+    if readonly_mode() is None:
+        pytest.skip("neither a private read-only mount (unshare) nor chmod can stop writes here")
+    from tests.ptyterm import PtyTerm, keys
+    from tests.rofs import readonly
+
+    layout, files = setup
+    catalog = tmp_path / "empty-catalog.yaml"
+    catalog.write_text("")
+    with readonly(layout.root) as prefix:
+        argv = prefix + [sys.executable, "-m", "invokeai_model_install", "--root", str(layout.root), "--catalog", str(catalog)]
+        with PtyTerm(argv, env={"INVOKEAI_INSTALL_WORKER": "thread"}) as term:
+            term.wait_for("No starter models in the catalogue.")
+            term.type(str(files / "my-lora.safetensors"))
+            term.wait_for("+ 1 import line")
+            term.press("DONE")
+            term.wait_for("Cannot start")
+            flat = " ".join(" ".join(line.strip("│ ") for line in term.lines()).split())
+            assert "only file system" in flat or "permission denied" in flat, term.dump()  # (npyscreen wraps at "read-")
+            assert "invokeai/models" in flat  # the folder that cannot be written
+            term.send(keys.ENTER)  # OK: back on the form, the import line still there
+            term.wait_gone("Cannot start")
+            term.wait_for("my-lora.safetensors")
+            term.press("CANCEL", keys.BTAB)
+            assert term.wait_exit() == 0
+            assert "Traceback" not in term.raw.decode("utf-8", "replace")

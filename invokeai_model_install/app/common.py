@@ -101,3 +101,18 @@ def config_value(text: str, layout: RootLayout) -> str:
         f"config {text!r} is not a file",
         "give a .yaml path or one of: " + ", ".join(n.removesuffix(".yaml") for n in LEGACY_CONFIG_NAMES),
     )
+
+
+def check_writable(layout: RootLayout) -> None:
+    """Fail early, with one line, when the root cannot be written (read-only, permissions, disk
+    full, a file where a folder should be), instead of one failure per item."""
+    import tempfile
+
+    for folder in (layout.models_dir, layout.models_yaml.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+            os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            raise from_os_error(exc, exc.filename if exc.filename == str(folder) or not folder.is_dir() else folder) from None

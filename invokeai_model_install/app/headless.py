@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from invokeai_model_install.errors import UnknownModelError, UsageError, from_os_error
+from invokeai_model_install.app.common import check_writable
+from invokeai_model_install.errors import UnknownModelError, UsageError
 from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.app.common import is_interactive as _interactive  # tests replace it
 from invokeai_model_install.install.plan import InstallPlan
@@ -371,21 +372,6 @@ def worker_mode_for(plan: InstallPlan) -> str:
     removals run in this process, with no second interpreter to start and no modules to import again
     before the first request."""
     return "process" if (plan.convert or plan.convert_models) else "thread"
-
-
-def check_writable(layout: RootLayout) -> None:
-    """Fail early, with one line, when the root cannot be written (read-only, permissions, disk
-    full, a file where a folder should be), instead of one failure per item."""
-    import tempfile
-
-    for folder in (layout.models_dir, layout.models_yaml.parent):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-            os.close(fd)
-            os.unlink(name)
-        except OSError as exc:
-            raise from_os_error(exc, exc.filename if exc.filename == str(folder) or not folder.is_dir() else folder) from None
 
 
 def exit_code(result: Any) -> int:

@@ -42,14 +42,18 @@ def terminal_size() -> tuple[int, int]:
 
 
 def _log_to_file(root: Path) -> logging.Handler | None:
-    """Send our log records and Python warnings to ROOT/model-install.log (created only when used).
+    """Send our log records and Python warnings to ROOT/model-install.log (appended to).
 
     Nothing may write to fd 2 while curses owns the screen (FACTS.md), so
     logging's last-resort stderr handler must never be reached.
     """
     if not root.is_dir():
         return None
-    handler = logging.FileHandler(root / "model-install.log", delay=True, encoding="utf-8")
+    handler: logging.Handler
+    try:  # opened now: a root that cannot be written (read-only, permissions) gets no log, and the form still works
+        handler = logging.FileHandler(root / "model-install.log", encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()  # and never logging's last resort (stderr, under curses)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     ours = logging.getLogger("invokeai_model_install")

@@ -77,8 +77,10 @@ class InstallerApp(npyscreen.NPSAppManaged):
             self.finish("ok")
             return
         try:
+            from invokeai_model_install.app.common import check_writable
             from invokeai_model_install.install.worker import start_install  # imports nothing heavy at module level
 
+            check_writable(self.layout)  # a read-only root: one popup line, not one failure per item
             self.handle = start_install(plan, self.layout, settings=self.settings, catalog_path=self.catalog_path)
         except InstallerError as err:
             npyscreen.notify_confirm(err.one_line(), title="Cannot start", wide=True, editw=1)
