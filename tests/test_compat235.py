@@ -131,9 +131,13 @@ def a1111_embedding(path: Path, width: int = 768) -> Path:
 
 
 def our_env(hub_url: str) -> dict[str, str]:
+    """Our CLI's environment: the stand-in hub, and no HF_HOME / XDG_CACHE_HOME (as under invoke.sh):
+    2.3.5 reads its HF cache from $HF_HOME/hub when that is set (globals.py ~93-118), so a test HF_HOME
+    would send the support models where the driver (which removes it) does not look."""
     env = dict(os.environ)
     env["HF_ENDPOINT"] = hub_url
-    for k in ("INVOKEAI_ROOT", "HF_HUB_OFFLINE", "HF_TOKEN", "CI_NO_SUCH"):
+    for k in ("INVOKEAI_ROOT", "HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "XDG_CACHE_HOME",
+              "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         env.pop(k, None)
     return env
 

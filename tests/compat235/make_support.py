@@ -36,7 +36,10 @@ import shutil
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONVERT_DATA = HERE.parent.parent / "invokeai_model_install" / "convert_data"
+_PKG = HERE.parent.parent / "invokeai_model_install"
+#: the package's converter data (``convert_data/`` before the restructuring, ``convert/data/`` after)
+CONVERT_DATA = next((p for p in (_PKG / "convert" / "data", _PKG / "convert_data") if (p / "clip_tokenizer").is_dir()),
+                    _PKG / "convert_data")
 
 #: The real preprocessor_config.json of openai/clip-vit-large-patch14 and of the safety checker.
 PREPROCESSOR = {
