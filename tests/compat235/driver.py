@@ -51,8 +51,38 @@ from pathlib import Path
 
 _REMOVED_ENV = {k: os.environ.pop(k) for k in ("HF_HOME", "XDG_CACHE_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
                                               "TRANSFORMERS_CACHE", "HF_ENDPOINT") if k in os.environ}
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+#: --online-recorder: 2.3.5 believes it is online; HF_ENDPOINT is a local server that records every
+#: request and drops the connection (the hub unreachable).  Shows which stanzas go to the network.
+ONLINE_REQUESTS: list[str] = []
+_ONLINE = "--online-recorder" in sys.argv
+
+
+def _start_recorder() -> str:
+    import http.server
+    import threading
+
+    class Drop(http.server.BaseHTTPRequestHandler):
+        def _drop(self) -> None:
+            ONLINE_REQUESTS.append(f"{self.command} {self.path}")
+            self.close_connection = True  # no response at all: requests raises ConnectionError
+
+        do_GET = do_HEAD = do_POST = _drop
+
+        def log_message(self, *args) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drop)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+if _ONLINE:
+    os.environ["HF_ENDPOINT"] = _start_recorder()
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    os.environ.pop("TRANSFORMERS_OFFLINE", None)
+else:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -202,13 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="", help="also write the JSON report to this file")
     ap.add_argument("--no-migrate", action="store_true", help="skip migrate_models() (to load a root as it is)")
     ap.add_argument("--quiet", action="store_true", help="do not echo 2.3.5's console output to stderr")
+    ap.add_argument("--online-recorder", action="store_true",
+                    help="let 2.3.5 think it is online, against a local endpoint that records requests and drops them")
     opts = ap.parse_args(argv)
     root = Path(opts.root).absolute()
     if not (root / "configs" / "models.yaml").is_file():
         print(f"error: {root}/configs/models.yaml does not exist", file=sys.stderr)
         return 2
 
-    report: dict = {"root": str(root), "removed_env": sorted(_REMOVED_ENV), "failures": []}
+    report: dict = {"root": str(root), "removed_env": sorted(_REMOVED_ENV), "online_recorder": _ONLINE, "failures": []}
     fail = report["failures"].append
     echo = (lambda s: None) if opts.quiet else (lambda s: sys.stderr.write(s))
 
@@ -237,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     report["import_seconds"] = round(time.time() - t0, 2)
 
     # --- 2./3. the CLI's globals -----------------------------------------------------------------
-    cli_args = ["--root_dir", str(root), "--always_use_cpu", "--precision", "float32", "--no-internet",
-                "--no-xformers", "--no-patchmatch"]
+    cli_args = ["--root_dir", str(root), "--always_use_cpu", "--precision", "float32",
+                "--internet" if _ONLINE else "--no-internet", "--no-xformers", "--no-patchmatch"]
     with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
         parsed = Args().parse_args(cli_args)
     report["args_output"] = captured.getvalue()[-2000:]
@@ -249,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     Globals.try_patchmatch = False
     Globals.always_use_cpu = True
-    Globals.internet_available = False  # check_internet() is False offline; --no-internet says so anyway
+    Globals.internet_available = _ONLINE  # check_internet() is False offline; --no-internet says so anyway
     Globals.disable_xformers = True
     Globals.sequential_guidance = False
     Globals.ckpt_convert = True
@@ -345,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         e = entries.setdefault(name, {"kind": "not listed"})
         out = io.StringIO()
         t = time.time()
+        seen = len(ONLINE_REQUESTS)
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 data = mm.get_model(name)
@@ -386,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             e["error"] = f"{type(ex).__name__}: {ex}"
             e["traceback"] = traceback.format_exc()[-4000:]
             fail(f"{name}: get_model failed: {e['error'][:300]}")
+        if _ONLINE:
+            e["online_requests"] = ONLINE_REQUESTS[seen:]
         text = out.getvalue()
         e["output"] = text[-3000:]
         echo(f"--- {name}\n{text}")
