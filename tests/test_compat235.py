@@ -269,10 +269,17 @@ def compat(tmp_path_factory, tiny_models, tiny_checkpoints, tiny_extras):
                           env=drv_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
     log.append(f"$ driver -> {proc.returncode}\n{proc.stderr[-4000:]}")
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    # again, with 2.3.5 believing it is online while the hub does not answer (a local endpoint drops every request)
+    online_path = work / "report-online.json"
+    proc2 = subprocess.run([str(py235), str(DRIVER), "--root", str(root), "--out", str(online_path), "--quiet",
+                            "--no-migrate", "--online-recorder"],
+                           env=drv_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
+    log.append(f"$ driver --online-recorder -> {proc2.returncode}")
+    online = json.loads(online_path.read_text()) if online_path.is_file() else {}
     transcript = "\n\n".join(log)
     print(transcript)
     return {
-        "root": root, "report": report, "names": names, "items": items, "log": transcript, "driver": proc,
+        "root": root, "report": report, "online": online, "names": names, "items": items, "log": transcript, "driver": proc,
         "stanzas": yaml.safe_load((root / "configs" / "models.yaml").read_text()) or {},
         "expect": {
             "sd1": folder_sums(tiny_models["sd-1"]),
@@ -399,6 +406,17 @@ def test_sdxl_not_registered_in_a_235_root(compat):
     assert not pointing, f"SDXL registered as {pointing} (2.3.5 cannot run it); item: {item}"
     assert item.get("status") != "installed", f"SDXL reported as installed: {item}"
     assert item.get("message"), "SDXL refused without a message saying why"
+
+
+def test_main_models_load_when_hub_unreachable(compat):
+    """2.3.5 online but the hub not answering: what loads offline must still load (``path:`` stanzas
+    make no request; a ``repo_id:`` main stanza fails there even with every file cached)."""
+    offline, online = compat["report"], compat["online"]
+    assert online, "no report from the --online-recorder run"
+    broken = {n: (e.get("error") or "", e.get("online_requests"))
+              for n, e in online["models"].items()
+              if offline["models"].get(n, {}).get("loaded") and not e.get("loaded")}
+    assert not broken, f"load only offline (hub requests made): {broken}"
 
 
 def test_driver_reports_no_other_failure(compat):
