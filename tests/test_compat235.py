@@ -106,7 +106,7 @@ def tensor_sum(files: list[Path]) -> float:
 
             sd = load_file(str(f))
         else:
-            sd = torch.load(str(f), map_location="cpu", weights_only=False)
+            sd = torch.load(str(f), map_location="cpu", weights_only=True)
             sd = sd.get("state_dict", sd)
         total += sum(float(t.double().sum()) for t in sd.values() if torch.is_tensor(t) and t.is_floating_point())
     return total

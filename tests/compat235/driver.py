@@ -130,7 +130,7 @@ def _keys_of_file(path: Path) -> list[str]:
             return list(f.keys())
     import torch
 
-    doc = torch.load(str(path), map_location="cpu", weights_only=False)
+    doc = torch.load(str(path), map_location="cpu", weights_only=True)  # never runs pickled code
     if isinstance(doc, dict) and isinstance(doc.get("state_dict"), dict):
         doc = doc["state_dict"]
     return [str(k) for k in doc] if isinstance(doc, dict) else []
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     sd = load_file(str(lpath), device="cpu")
                 else:
-                    sd = torch.load(str(lpath), map_location="cpu", weights_only=False)
+                    sd = torch.load(str(lpath), map_location="cpu", weights_only=True)
                 info["vector_length"] = KohyaLoraManager.vector_length_from_checkpoint(sd)
             except Exception as e:  # noqa: BLE001
                 info["error"] = f"{type(e).__name__}: {e}"
