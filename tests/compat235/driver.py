@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     report["non_main_listed"] = non_main
     for n in non_main:
         fail(f"{n}: a {entries[n]['kind']} is listed by list_models() as a main model")
+    if report["default_model"] in non_main:  # no `default: true` and a non-main stanza first
+        fail(f"default_model() is {report['default_model']!r}, a {entries[report['default_model']]['kind']}: "
+             "2.3.5 would try to load it at start-up")
 
     # --- LoRA and embedding folders ----------------------------------------------------------------
     def files_under(folder: Path | None) -> list[str]:
