@@ -144,8 +144,13 @@ def our_env(hub_url: str) -> dict[str, str]:
 
 def our_cli(args: list[str], env: dict, *, configure: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
     """Our installer, as its console scripts run it (module paths do not matter here)."""
-    script = Path(sys.executable).parent / ("invokeai-configure" if configure else "invokeai-model-install")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "invokeai_model_install"] + (["configure"] if configure else [])
+    name = "invokeai-configure" if configure else "invokeai-model-install"
+    script = Path(sys.executable).parent / name
+    # no console script next to this python: run the entry point the installed metadata names
+    run_ep = ("import sys, importlib.metadata as m; "
+              f"sys.argv[0] = {name!r}; "
+              f"sys.exit([e for e in m.entry_points(group='console_scripts') if e.name == {name!r}][0].load()())")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-c", run_ep]
     return subprocess.run(cmd + args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
