@@ -68,8 +68,12 @@ def test_defaults_recommendations_and_support_vaes() -> None:
         "stable-diffusion-1.5",
         "sd-inpainting-1.5",
         "stable-diffusion-2.1",
-        "stable-diffusion-xl-base-1.0",
     ]
+    # SDXL needs InvokeAI 3+: marked, never recommended for (or installed into) a 2.3 root
+    for key in ("stable-diffusion-xl-base-1.0", "stable-diffusion-xl-refiner-1.0"):
+        assert catalog[key].requires == "invokeai>=3" and not catalog[key].runs_in_invokeai23
+        assert catalog[key].runs_in == ("InvokeAI 3+", "ComfyUI")
+    assert all(m.runs_in_invokeai23 for k, m in catalog.items() if "-xl-" not in k)
     assert catalog["stable-diffusion-1.5"].vae == VaeRef(repo_id="stabilityai/sd-vae-ft-mse")
     assert catalog["stable-diffusion-2.1"].vae is None
     assert support_models(catalog) == [VaeRef(repo_id="stabilityai/sd-vae-ft-mse")]
@@ -168,3 +172,14 @@ def test_entries_are_frozen() -> None:
     model = load_catalog()["stable-diffusion-1.5"]
     with pytest.raises(AttributeError):
         model.repo_id = "other/repo"  # type: ignore[misc]
+
+
+def test_requires_field_is_validated_and_filters_recommendations(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("new:\n  description: n\n  repo_id: a/n\n  recommended: true\n  requires: invokeai>=3\n"
+                    "old:\n  description: o\n  repo_id: a/o\n  recommended: true\n")
+    catalog = load_catalog(path)
+    assert recommended_keys(catalog) == ["old"]
+    path.write_text("bad:\n  description: b\n  repo_id: a/b\n  requires: comfy\n")
+    with pytest.raises(ConfigError, match="requires"):
+        load_catalog(path)

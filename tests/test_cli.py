@@ -53,7 +53,7 @@ def root(tmp_path: Path) -> Path:
         )
         doc.add(
             "folder-model",
-            {"description": "A diffusers folder", "path": "models/diffusers/folder-model", "format": "diffusers", "default": True},
+            {"description": "A diffusers folder", "path": "models/sd/folder-model", "format": "diffusers", "default": True},
         )
         doc.add(
             "hub-model",
@@ -87,7 +87,7 @@ def test_list_json(root: Path, capsys) -> None:
     assert by_name["legacy-1"]["weights"] == "models/checkpoints/legacy-1.safetensors"
     assert by_name["legacy-1"]["vae"] == "models/vae/shared.vae.pt"
     assert by_name["legacy-1"]["format"] == "ckpt" and by_name["legacy-1"]["default"] is False
-    assert by_name["folder-model"]["path"] == "models/diffusers/folder-model" and by_name["folder-model"]["default"] is True
+    assert by_name["folder-model"]["path"] == "models/sd/folder-model" and by_name["folder-model"]["default"] is True
     assert by_name["hub-model"]["repo_id"] == "owner/hub-model"
     assert by_name["hub-model"]["vae"] == {"repo_id": "stabilityai/sd-vae-ft-mse"}
 
@@ -166,13 +166,13 @@ def test_unknown_name_exits_2_with_one_line(root: Path, capsys, command: list[st
 def test_delete_keeps_files(root: Path) -> None:
     assert run(root, "delete", "folder-model") == 0
     assert "folder-model" not in stanzas(root)
-    assert (root / "models/diffusers/folder-model/model_index.json").exists()
+    assert (root / "models/sd/folder-model/model_index.json").exists()
 
 
 def test_delete_purge_removes_files_inside_models_only(root: Path, capsys) -> None:
     assert run(root, "delete", "folder-model", "--purge") == 0
-    assert not (root / "models/diffusers/folder-model").exists()
-    assert (root / "models/diffusers").is_dir()
+    assert not (root / "models/sd/folder-model").exists()
+    assert (root / "models/sd").is_dir()
     capsys.readouterr()
 
     # a model outside the root: stanza dropped, its file reported and kept
@@ -195,17 +195,17 @@ def test_purge_refuses_paths_escaping_models(root: Path, tmp_path: Path, capsys)
     link_target = tmp_path / "linked"
     link_target.mkdir()
     (link_target / "data.bin").write_bytes(b"x")
-    (root / "models" / "diffusers" / "sneaky").symlink_to(link_target)
+    (root / "models" / "sd" / "sneaky").symlink_to(link_target)
     with Registry(RootLayout(root).models_yaml).transaction() as doc:
         doc.add("dotdot", {"description": "escapes", "weights": "models/../configs/precious.txt", "format": "ckpt"})
-        doc.add("symlinked", {"description": "symlink out", "path": "models/diffusers/sneaky", "format": "diffusers"})
-        doc.add("whole-models", {"description": "points at a kind folder", "path": "models/diffusers", "format": "diffusers"})
+        doc.add("symlinked", {"description": "symlink out", "path": "models/sd/sneaky", "format": "diffusers"})
+        doc.add("whole-models", {"description": "points at a kind folder", "path": "models/sd", "format": "diffusers"})
     for name in ("dotdot", "symlinked", "whole-models"):
         assert run(root, "delete", name, "--purge") == 0
     out = capsys.readouterr().out
     assert victim.read_text() == "keep"
     assert (link_target / "data.bin").exists()
-    assert (root / "models" / "diffusers" / "folder-model").exists()
+    assert (root / "models" / "sd" / "folder-model").exists()
     assert out.count("kept") == 3
     assert not {"dotdot", "symlinked", "whole-models"} & set(stanzas(root))
 
@@ -221,8 +221,8 @@ def test_edit_fields_of_a_legacy_model(root: Path) -> None:
     assert (stanza["width"], stanza["height"]) == (768, 640)
     assert stanza["config"] == "configs/stable-diffusion/v2-inference-v.yaml"
     assert stanza["custom_note"] == "keep me"  # untouched fields survive
-    assert run(root, "edit", "legacy-1", "--vae", "stabilityai/sd-vae-ft-ema") == 0
-    assert stanzas(root)["legacy-1"]["vae"] == "stabilityai/sd-vae-ft-ema"
+    # InvokeAI 2.3.5 gives a checkpoint model only a single-file VAE: a repo id is refused in one line
+    assert run(root, "edit", "legacy-1", "--vae", "stabilityai/sd-vae-ft-ema") == 2
     assert run(root, "edit", "legacy-1", "--vae", str(root / "models/vae/shared.vae.pt")) == 0
     assert stanzas(root)["legacy-1"]["vae"] == "models/vae/shared.vae.pt"  # stored relative to the root
     assert run(root, "edit", "legacy-1", "--vae", "none") == 0
@@ -246,7 +246,9 @@ def test_edit_vae_of_a_diffusers_model_and_rename(root: Path) -> None:
     vae_dir = root / "models" / "vae" / "my-vae"
     vae_dir.mkdir()
     assert run(root, "edit", "renamed", "--vae", str(vae_dir)) == 0
-    assert stanzas(root)["renamed"]["vae"] == {"path": "models/vae/my-vae"}
+    # 2.3.5 reads vae: {path: FOLDER} as a checkpoint file; a local diffusers VAE folder loads as {repo_id: ABSOLUTE PATH}
+    assert stanzas(root)["renamed"]["vae"] == {"repo_id": str(vae_dir)}
+    assert run(root, "edit", "legacy-1", "--vae", str(vae_dir)) == 2  # a folder for a checkpoint model: refused
 
 
 def test_edit_errors(root: Path, capsys) -> None:
@@ -341,7 +343,7 @@ def _write_manifest(root: Path, name: str) -> Path:
 
     layout = RootLayout(root)
     record = manifest.Manifest(
-        name=name, key=f"path:{name}", source=name, kind="main", format="diffusers", path=f"models/diffusers/{name}"
+        name=name, key=f"path:{name}", source=name, kind="main", format="diffusers", path=f"models/sd/{name}"
     )
     return manifest.write_manifest(layout, record)
 
@@ -477,6 +479,24 @@ def test_starters_lists_names_sizes_recommended_installed(root: Path, tmp_path: 
     assert cli.main(["--root", str(root), "--catalog", str(catalog), "starters"]) == 0
     out = capsys.readouterr().out
     assert "stable-diffusion-1.5" in out and "4.27 GB" in out and "sd-inpainting-1.5" in out
+
+
+def test_starters_mark_what_invokeai_23_cannot_run(root: Path, capsys) -> None:
+    """The packaged catalogue: SDXL needs InvokeAI 3+, is not recommended, and `starters` says so."""
+    assert cli.main(["--root", str(root), "starters", "--json"]) == 0
+    records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    xl = records["stable-diffusion-xl-base-1.0"]
+    assert xl["requires"] == "invokeai>=3" and xl["runs_in"] == ["InvokeAI 3+", "ComfyUI"] and not xl["recommended"]
+    assert records["stable-diffusion-1.5"]["requires"] == "" and "InvokeAI 2.3" in records["stable-diffusion-1.5"]["runs_in"]
+    assert cli.main(["--root", str(root), "starters"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("stable-diffusion-xl-base-1.0"))
+    assert "[needs InvokeAI 3+]" in line and "--download-unsupported" in out
+    # asked for by name in a 2.3 root: skipped before any download, one line saying why and how to insist
+    assert cli.main(["--root", str(root), "--add", "stable-diffusion-xl-base-1.0", "--json"]) == 0
+    item = json.loads(capsys.readouterr().out)["items"][0]
+    assert item["status"] == "skipped" and "InvokeAI 2.3.5 cannot run it" in item["message"]
+    assert "ComfyUI" in item["message"] and "--download-unsupported" in item["message"] and item["fetched_bytes"] == 0
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from invokeai_model_install.errors import RootError
 from invokeai_model_install.root.initfile import read_options, set_option
 from invokeai_model_install.root.layout import KIND_DIRS, RootLayout
 from invokeai_model_install.root.registry import DEFAULT_HEADER, Registry
+from tests.support_repos import SUPPORT_REPO_IDS, make_support_repos
 
 
 def _setup(layout: RootLayout, **kw) -> int:
@@ -35,6 +36,9 @@ def test_creates_the_whole_layout(tmp_path: Path) -> None:
     assert layout.init_file.is_file() and read_options(layout.init_file) == []
     for kind in KIND_DIRS:
         assert layout.kind_dir(kind).is_dir()
+    assert layout.hub_dir.is_dir() and layout.converted_dir.is_dir()
+    assert not layout.legacy_diffusers_dir.exists()  # 2.3.5 moves anything there away at start-up
+    assert (layout.root / ".version").read_text() == "2.3.5.post2\n"
     for name in resources.LEGACY_CONFIG_NAMES:
         copied = layout.legacy_configs_dir / name
         assert copied.read_bytes() == resources.legacy_config_path(name).read_bytes()
@@ -85,8 +89,10 @@ def test_main_with_skips(tmp_path: Path, capsys) -> None:
 def test_installer_arguments_for_the_model_step(tmp_path: Path) -> None:
     layout = RootLayout(tmp_path / "r")
     base = ["--root", str(layout.root)]
-    assert configure.installer_argv(layout) == base + ["--yes", "--add", "stabilityai/sd-vae-ft-mse"]
-    assert configure.installer_argv(layout, skip_sd_weights=True) == base + ["--add", "stabilityai/sd-vae-ft-mse"]
+    # the starters bring their VAEs; --support-models: what InvokeAI 2.3.5 needs for checkpoint models
+    assert configure.installer_argv(layout) == base + ["--yes", "--support-models"]
+    assert configure.installer_argv(layout, skip_sd_weights=True) == base + ["--support-models"]
+    assert configure.installer_argv(layout, default_only=True) == base + ["--default_only", "--support-models"]
     assert configure.installer_argv(layout, skip_support_models=True) == base + ["--yes"]
     assert configure.installer_argv(layout, skip_sd_weights=True, skip_support_models=True) is None
     catalog = tmp_path / "c.yaml"
@@ -98,8 +104,7 @@ def test_installer_arguments_for_the_model_step(tmp_path: Path) -> None:
         "--catalog",
         str(catalog),
         "--yes",
-        "--add",
-        "a/vae",
+        "--support-models",
     ]
     # the arguments are ones the installer's own parser accepts
     from invokeai_model_install.app.cli import build_parser
@@ -168,17 +173,16 @@ not-recommended:
 def e2e_hub(hub_server, tiny_models, tmp_path):
     hub_server.add_repo("test/tiny-sd", tiny_models["sd-1"])
     hub_server.add_repo("test/tiny-vae", tiny_models["sd-1"] / "vae")
+    for repo, folder in make_support_repos(tmp_path / "support").items():
+        hub_server.add_repo(repo, folder)
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(E2E_CATALOG)
     return hub_server, catalog
 
 
-def _vae_stanzas(layout: RootLayout) -> list[str]:
-    return [
-        name
-        for name, s in Registry(layout.models_yaml).load().items()
-        if str(s.get("path", "")).startswith("models/vae/")
-    ]
+def _support_snapshot(layout: RootLayout, repo: str) -> Path:
+    cache = layout.hf_repo_dir(repo)
+    return cache / "snapshots" / (cache / "refs" / "main").read_text()
 
 
 def test_yes_installs_recommended_and_support_models_and_a_rerun_keeps_everything(e2e_hub, tmp_path, capsys) -> None:
@@ -189,15 +193,32 @@ def test_yes_installs_recommended_and_support_models_and_a_rerun_keeps_everythin
     stanzas = Registry(layout.models_yaml).load()
     assert stanzas["tiny-sd"]["default"] is True
     assert (layout.root / stanzas["tiny-sd"]["path"] / "model_index.json").is_file()
-    assert "not-recommended" not in stanzas
-    assert len(_vae_stanzas(layout)) == 1  # the support VAE, shared with the starter, installed once
-    served = hub.stats.served("/test/*")
+    assert stanzas["tiny-sd"]["vae"] == {"repo_id": "test/tiny-vae"}  # from the HF cache, as 2.3.5 reads it
+    assert set(stanzas) == {"tiny-sd"}  # no VAE stanza, "not-recommended" not installed
+    assert (layout.root / ".version").read_text().strip() == "2.3.5.post2"
+    # the support models 2.3.5 needs for checkpoint models, where it reads them (HF cache layout, refs/main)
+    for repo in SUPPORT_REPO_IDS:
+        snap = _support_snapshot(layout, repo)
+        assert snap.is_dir(), repo
+    clip = _support_snapshot(layout, "openai/clip-vit-large-patch14")
+    assert sorted(p.name for p in clip.iterdir()) == sorted(["config.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                                                             "special_tokens_map.json", "model.safetensors"])
+    sd2 = _support_snapshot(layout, "stabilityai/stable-diffusion-2")
+    assert sorted(p.relative_to(sd2).as_posix() for p in sd2.rglob("*") if p.is_file()) == sorted(
+        ["text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
+         "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json"])  # never the unet, never .bin next to .safetensors
+    from invokeai_model_install.root import manifest as mf
+
+    m = mf.read_manifest(layout, "support--openai--clip-vit-large-patch14")
+    assert m.kind == "support" and all(len(f.sha256) == 64 for f in m.files) and not mf.verify_manifest(layout, m, full=True)
+    assert "support" not in {r.kind for r in mf.unregistered(layout)}
+    served = hub.stats.served("/*")
     assert hub.stats.served("/test/tiny-sd/*") > 0
     models_before = layout.models_yaml.read_text()
 
     assert configure.main(argv) == 0, capsys.readouterr().err
     assert layout.models_yaml.read_text() == models_before
-    assert hub.stats.served("/test/*") == served  # nothing fetched again
+    assert hub.stats.served("/*") == served  # nothing fetched again, support models included
 
 
 def test_skip_sd_weights_installs_only_the_support_models(e2e_hub, tmp_path, capsys) -> None:
@@ -208,8 +229,35 @@ def test_skip_sd_weights_installs_only_the_support_models(e2e_hub, tmp_path, cap
     )
     stanzas = Registry(layout.models_yaml).load()
     assert "tiny-sd" not in stanzas
-    assert len(_vae_stanzas(layout)) == 1
-    assert hub.stats.served("/test/tiny-sd/*") == 0
+    assert all(_support_snapshot(layout, repo).is_dir() for repo in SUPPORT_REPO_IDS)
+    assert hub.stats.served("/test/*") == 0
+
+
+def test_skip_support_models_fetches_none_of_them(e2e_hub, tmp_path, capsys) -> None:
+    hub, catalog = e2e_hub
+    layout = RootLayout(tmp_path / "root")
+    assert configure.main(["--root", str(layout.root), "--yes", "--skip-support-models", "--catalog", str(catalog)]) == 0, (
+        capsys.readouterr().err
+    )
+    assert "tiny-sd" in Registry(layout.models_yaml).load()
+    assert not any(layout.hf_repo_dir(repo).exists() for repo in SUPPORT_REPO_IDS)
+    for repo in SUPPORT_REPO_IDS:
+        assert hub.stats.served(f"/{repo}/*") == 0
+
+
+def test_launcher_menu7_default_only(e2e_hub, tmp_path, capsys) -> None:
+    """invoke.sh menu 7: `invokeai-configure --root R --yes --default_only` installs only the default starter."""
+    hub, catalog = e2e_hub
+    layout = RootLayout(tmp_path / "root")
+    argv = ["--root", str(layout.root), "--yes", "--default_only", "--skip-support-models", "--catalog", str(catalog)]
+    assert configure.main(argv) == 0, capsys.readouterr().err
+    assert set(Registry(layout.models_yaml).load()) == {"tiny-sd"}
+
+
+def test_launcher_menu6_abbreviation_parses() -> None:
+    """invoke.bat menu 6 passes `--skip-sd-weight` (an argparse abbreviation of --skip-sd-weights)."""
+    args = configure.build_parser().parse_args(["--skip-sd-weight", "--skip-support-models"])
+    assert args.skip_sd_weights and args.skip_support_models
 
 
 def test_wizard_back_returns_to_the_token_page_then_the_form_again(tmp_path: Path) -> None:

@@ -54,6 +54,10 @@ def _assert_same_weights(original: Path, converted: Path, *, dtype=None, compone
             assert not (converted / comp).exists(), comp
             continue
         a, b = modelgen._load(original / comp), modelgen._load(converted / comp)
+        if comp == "vae":  # we write the mid-block attention as diffusers 0.16.1 (InvokeAI 2.3.5) names it
+            from invokeai_model_install.convert.ldm_keys import legacy_vae_attention_name
+
+            a = {legacy_vae_attention_name(k): v for k, v in a.items()}
         assert a.keys() == b.keys(), (comp, sorted(set(a) ^ set(b))[:5])
         for key, want in a.items():
             got = b[key]
@@ -105,6 +109,13 @@ def _assert_same_configs(original: Path, converted: Path) -> None:
                 assert (original / tok / f).read_bytes() == (converted / tok / f).read_bytes(), f"{tok}/{f}"
 
 
+def _legacy_names(sd: dict) -> dict:
+    """A diffusers VAE state dict with the mid-block attention named as we write it (diffusers 0.16.1 names)."""
+    from invokeai_model_install.convert.ldm_keys import legacy_vae_attention_name
+
+    return {legacy_vae_attention_name(k): v for k, v in sd.items()}
+
+
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".converting-" in p.name)
 
@@ -141,8 +152,18 @@ def test_round_trip_is_exact_and_loads_offline(kind, fmt, answer, tiny_models, t
     assert any(isinstance(e, events.ItemConverted) and e.path == str(out) for e in seen)
     assert any(isinstance(e, events.StageChanged) and e.stage == "convert" for e in seen)
     assert all(p.suffix != ".bin" for p in out.rglob("*"))  # safetensors weights only
+    # the VAE carries the names diffusers 0.16.1 (InvokeAI 2.3.5) loads; current diffusers loads them too,
+    # into the same weights as the original model's (tests/test_compat235.py loads them in 2.3.5 itself)
+    vae_keys = modelgen._load(out / "vae").keys()
+    assert {f"encoder.mid_block.attentions.0.{n}.weight" for n in ("query", "key", "value", "proj_attn")} <= vae_keys
+    assert not any(".to_q." in k or ".to_out." in k for k in vae_keys)
     pipe = diffusers.DiffusionPipeline.from_pretrained(str(out), local_files_only=True)
     assert type(pipe).__name__ == json.loads((out / "model_index.json").read_text())["_class_name"]
+    import torch
+
+    original_vae = diffusers.AutoencoderKL.from_pretrained(str(tiny_models[kind] / "vae"), local_files_only=True)
+    loaded, want_sd = pipe.vae.state_dict(), original_vae.state_dict()
+    assert loaded.keys() == want_sd.keys() and all(torch.equal(loaded[k], want_sd[k]) for k in want_sd)
     want = "v_prediction" if kind == "sd-2-v" else "epsilon"
     assert pipe.scheduler.config.prediction_type == want
 
@@ -315,7 +336,7 @@ def test_companion_vae_replaces_the_vae(suffix, fmt, tiny_models, tiny_checkpoin
     modelgen.make_vae_file(tmp_path / "in" / f"model{suffix}", fmt, kind="sd-1", seed=7)
     notes: list = []
     out = convert.convert_checkpoint(src, tmp_path / "out", precision="fp32", on_event=notes.append)
-    want = modelgen.tiny_vae_state_dict("sd-1", seed=7)
+    want = _legacy_names(modelgen.tiny_vae_state_dict("sd-1", seed=7))
     got = modelgen._load(out / "vae")
     assert got.keys() == want.keys()
     assert all(torch.equal(got[k], want[k]) for k in want)
@@ -328,7 +349,7 @@ def test_explicit_vae_argument(tiny_checkpoints, tiny_extras, tmp_path):
 
     out = convert.convert_checkpoint(tiny_checkpoints["sd-1", "ckpt"], tmp_path / "out", precision="fp32",
                                      vae=tiny_extras["vae.ckpt"])
-    want = modelgen.tiny_vae_state_dict("sd-1", seed=7)
+    want = _legacy_names(modelgen.tiny_vae_state_dict("sd-1", seed=7))
     got = modelgen._load(out / "vae")
     assert all(torch.equal(got[k], want[k]) for k in want)
 

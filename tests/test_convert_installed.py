@@ -39,13 +39,13 @@ def test_convert_replaces_the_stanza_and_keeps_the_original(layout, capsys):
     ckpt = layout.kind_dir("main") / f"{LEGACY}.safetensors"
     assert run(layout, "convert", LEGACY) == 0
     doc = yaml.safe_load(layout.models_yaml.read_text())
-    assert list(doc) == [LEGACY, LORA, OUTSIDE]  # same name, same place
+    assert list(doc) == [LEGACY, OUTSIDE]  # same name, same place (the LoRA has no stanza)
     stanza = doc[LEGACY]
-    assert stanza["format"] == "diffusers" and stanza["path"] == f"models/diffusers/{LEGACY}"
+    assert stanza["format"] == "diffusers" and stanza["path"] == f"models/converted_ckpts/{LEGACY}"
     assert stanza["default"] is True and stanza["custom_note"] == "keep me" and stanza["base"] == "sd-1"
     assert "weights" not in stanza and "config" not in stanza
     assert ckpt.exists()
-    folder = layout.kind_dir("main-diffusers") / LEGACY
+    folder = layout.converted_dir / LEGACY
     assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
     manifest = json.loads((layout.manifests_dir / f"{LEGACY}.json").read_text())
     assert manifest["format"] == "diffusers" and manifest["state"] == "installed"
@@ -82,7 +82,7 @@ def test_sd2_prediction_type_comes_from_its_config(layout, tmp_path, tiny_checkp
     assert Registry(layout.models_yaml).get("sd2")["config"].endswith("v2-inference-v.yaml")
     result = run_plan(InstallPlan(convert_models=("sd2",)), layout, ask=lambda q: pytest.fail("asked"))
     assert result.ok, result.to_json()
-    sched = json.loads((layout.kind_dir("main-diffusers") / "sd2" / "scheduler" / "scheduler_config.json").read_text())
+    sched = json.loads((layout.converted_dir / "sd2" / "scheduler" / "scheduler_config.json").read_text())
     assert sched["prediction_type"] == "v_prediction"
 
 

@@ -100,12 +100,17 @@ def test_starter_with_vae_then_rerun_fetches_nothing(root, hub, catalog, capsys,
     assert code == 0, err
     assert err == ""
     s = stanzas(root)
-    assert s["tiny-sd"]["format"] == "diffusers" and s["tiny-sd"]["path"] == "models/diffusers/tiny-sd"
-    assert s["tiny-sd"]["vae"] == {"path": "models/vae/tiny-vae"}
+    assert s["tiny-sd"]["format"] == "diffusers" and s["tiny-sd"]["path"] == "models/sd/tiny-sd"
+    # InvokeAI 2.3.5 reads a diffusers VAE only from its HF cache (models/hub), as vae: {repo_id}
+    assert s["tiny-sd"]["vae"] == {"repo_id": "test/tiny-vae"}
     assert s["tiny-sd"]["default"] is True  # the catalogue's default on a first install
-    assert s["tiny-vae"]["type"] == "vae"
-    folder = root.root / "models/diffusers/tiny-sd"
-    assert (folder / "model_index.json").is_file() and (root.root / "models/vae/tiny-vae/config.json").is_file()
+    assert set(s) == {"tiny-sd"}  # no VAE stanza: 2.3.5 would list it as a main model
+    folder = root.root / "models/sd/tiny-sd"
+    assert (folder / "model_index.json").is_file()
+    vae_repo = root.hf_repo_dir("test/tiny-vae")
+    commit = (vae_repo / "refs" / "main").read_text()
+    assert (vae_repo / "snapshots" / commit / "config.json").is_file()
+    assert not root.legacy_diffusers_dir.exists()
     m = mf.read_manifest(root, "tiny-sd")
     assert m.revision and m.state == "installed" and all(len(f.sha256) == 64 for f in m.files)
     assert "installed as tiny-sd" in out
@@ -126,7 +131,7 @@ def test_hub_repo_fp16_variant(root, hub, tiny_models):
     assert result.ok, result.failed
     from invokeai_model_install.identify.probe import probe
 
-    folder = root.root / "models/diffusers/tiny-sd"
+    folder = root.root / "models/sd/tiny-sd"
     pr = probe(folder)
     assert pr.kind == "main" and pr.base == "sd-1" and pr.dtype == "float16"
     # plain names: the folder loads without variant="fp16"
@@ -149,7 +154,7 @@ def test_starter_fallback_repo(root, hub_server, tiny_models, catalog):
     hub_server.add_repo("test/tiny-sd-copy", tiny_models["sd-1"])
     result, _ = run(root, InstallPlan(install_starters=("tiny-sd-moved",)), catalog)
     assert result.ok, result.failed
-    assert stanzas(root)["tiny-sd-moved"]["path"] == "models/diffusers/tiny-sd-moved"
+    assert stanzas(root)["tiny-sd-moved"]["path"] == "models/sd/tiny-sd-moved"
 
 
 # --- URL + convert, folder scan, local files ---------------------------------------------------------
@@ -161,10 +166,10 @@ def test_url_checkpoint_with_convert(root, file_server, tiny_checkpoints):
     result, seen = run(root, InstallPlan(imports=(url,), convert=True, precision="fp32"))
     assert result.ok, result.failed
     s = stanzas(root)["dreamy"]
-    assert s["format"] == "diffusers" and s["path"] == "models/diffusers/dreamy"
-    assert (root.root / "models/diffusers/dreamy/unet/config.json").is_file()
+    assert s["format"] == "diffusers" and s["path"] == "models/converted_ckpts/dreamy"  # 2.3.5's folder for conversions
+    assert (root.root / "models/converted_ckpts/dreamy/unet/config.json").is_file()
     converted = [e for e in seen if isinstance(e, ev.ItemConverted)]
-    assert len(converted) == 1 and converted[0].path == "models/diffusers/dreamy"
+    assert len(converted) == 1 and converted[0].path == "models/converted_ckpts/dreamy"
     assert not any(root.kind_dir("main").glob("*"))  # the downloaded checkpoint was not kept
     m = mf.read_manifest(root, "dreamy")
     assert m.key.endswith("#diffusers") and m.key.startswith("url:")
@@ -187,7 +192,8 @@ def test_a_url_without_a_file_name_is_named_after_the_servers_file(root, file_se
     file_server.content_disposition["blob"] = 'attachment; filename="ghibli-style_v2.safetensors"'
     result, _ = run(root, InstallPlan(imports=(url,)))
     assert result.ok, result.failed
-    assert "ghibli-style_v2" in stanzas(root) and "4384" not in stanzas(root)
+    # a LoRA: no stanza in a 2.3 root; named after the server's file (manifest), placed in ROOT/loras
+    assert mf.read_manifest(root, "ghibli-style_v2") is not None and mf.read_manifest(root, "4384") is None
     assert (root.kind_dir("lora") / "ghibli-style_v2.safetensors").is_file()
 
 
@@ -202,7 +208,11 @@ def test_folder_scan_and_autoscan(root, tmp_path, tiny_checkpoints, tiny_extras)
     assert result.ok, result.failed
     s = stanzas(root)
     assert s["model-one"]["weights"] == str(scan / "model-one.safetensors")  # local files stay where they are
-    assert s["style"]["type"] == "lora" and s["token"]["type"] == "embedding"
+    # LoRAs and embeddings: no stanza, a link (or copy) where InvokeAI 2.3.5 looks; the user's files stay
+    assert set(s) == {"model-one"}
+    assert (root.kind_dir("lora") / "style.safetensors").is_file() and (scan / "loras" / "style.safetensors").is_file()
+    assert (root.kind_dir("embedding") / "token.pt").is_file()
+    assert mf.read_manifest(root, "style").kind == "lora" and mf.read_manifest(root, "token").kind == "embedding"
     assert f'--autoconvert "{scan}"' in root.init_file.read_text()
     # a copy of an installed file elsewhere in the folder is recognised by content
     shutil.copy(scan / "model-one.safetensors", scan / "loras" / "copy-of-one.safetensors")
@@ -232,25 +242,28 @@ def test_good_and_garbage_lines(root, hub, file_server, capsys, monkeypatch, tmp
     print(out, err)
     assert code == 1
     assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
-    assert "tiny-vae" in stanzas(root)
-    assert set(stanzas(root)) == {"tiny-vae"}  # nothing failed got into models.yaml
+    assert mf.read_manifest(root, "tiny-vae").kind == "vae"  # installed (into models/hub), no stanza
+    assert set(stanzas(root)) == set()  # nothing failed got into models.yaml
 
 
 def test_removal_with_purge(root, hub, catalog, capsys):
     assert run(root, InstallPlan(install_starters=("tiny-sd",)), catalog)[0].ok
-    folder = root.root / "models/diffusers/tiny-sd"
+    folder = root.root / "models/sd/tiny-sd"
     assert folder.is_dir()
+    # removal without purge keeps the files; a later install re-registers them with 0 bytes
+    assert cli.main(["--root", str(root.root), "--delete", "tiny-sd"]) == 0
+    assert "tiny-sd" not in stanzas(root) and folder.is_dir()
+    before = hub_bytes(hub)
+    result, _ = run(root, InstallPlan(install_starters=("tiny-sd",)), catalog)
+    assert result.ok and result.outcomes[0].status == "installed" and hub_bytes(hub) == before
     code = cli.main(["--root", str(root.root), "--delete", "tiny-sd", "--purge"])
     assert code == 0
     assert "tiny-sd" not in stanzas(root) and not folder.exists()
-    assert (root.root / "models/vae/tiny-vae").is_dir()  # the VAE is a model of its own: kept
+    assert root.hf_repo_dir("test/tiny-vae").is_dir()  # the VAE is a model of its own: kept
     assert mf.read_manifest(root, "tiny-sd") is None
-    # removal without purge keeps the files; a later install re-registers them with 0 bytes
-    assert cli.main(["--root", str(root.root), "--delete", "tiny-vae"]) == 0
-    assert (root.root / "models/vae/tiny-vae").is_dir()
-    before = hub_bytes(hub)
+    # the VAE (no stanza) is known by its manifest: installing it again fetches nothing
     result, _ = run(root, InstallPlan(imports=("test/tiny-vae",)))
-    assert result.ok and result.outcomes[0].status == "installed" and hub_bytes(hub) == before
+    assert result.ok and result.outcomes[0].status == "skipped" and hub_bytes(hub) == before
 
 
 # --- kill, concurrency, cancel -----------------------------------------------------------------------------
@@ -292,7 +305,7 @@ def test_sigkill_mid_plan_then_rerun(root, hub, catalog):
     print(f"KILL: plan needs {total} bytes from test/tiny-sd; served before the kill {before}; served on the re-run {rerun}; resumed {resumed}")
     assert rerun < total and before + rerun >= total
     s = stanzas(root)
-    assert "tiny-sd" in s and "tiny-vae" in s
+    assert "tiny-sd" in s and mf.read_manifest(root, "tiny-vae").state == "installed"  # the VAE: no stanza
     assert not mf.verify_manifest(root, mf.read_manifest(root, "tiny-sd"), full=True)
 
 
@@ -379,7 +392,7 @@ def test_dry_run_with_remote_items(root, hub, catalog, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
     item = doc["items"][0]
-    assert item["label"] == "tiny-sd" and item["destination"] == "models/diffusers/tiny-sd"
+    assert item["label"] == "tiny-sd" and item["destination"] == "models/sd/tiny-sd"
     assert item["bytes_to_fetch"] > 0 and doc["total_bytes_to_fetch"] == item["bytes_to_fetch"]
     assert sorted(root.root.rglob("*")) == before
     assert hub.stats.served("*.safetensors") == 0  # metadata only (model_index.json is read to list the parts)
@@ -412,13 +425,14 @@ def test_scan_command_converts_like_autoconvert(root, tmp_path, tiny_checkpoints
 
 def test_damaged_install_is_repaired_in_place(root, hub):
     assert run(root, InstallPlan(imports=("test/tiny-vae",)))[0].ok
-    weights = root.root / "models/vae/tiny-vae/diffusion_pytorch_model.safetensors"
+    weights = root.absolute(mf.read_manifest(root, "tiny-vae").path) / "diffusion_pytorch_model.safetensors"
+    assert weights.is_file() and root.hub_dir in weights.parents  # a hub VAE lives in the HF cache
     weights.write_bytes(b"broken")
     assert cli.main(["--root", str(root.root), "verify", "tiny-vae"]) == 1
     result, seen = run(root, InstallPlan(imports=("test/tiny-vae",)))
     assert result.ok and result.outcomes[0].status == "installed" and result.fetched_bytes > 0
     assert any(isinstance(e, ev.ItemNote) and "missing or changed" in e.message for e in seen)
-    assert list(stanzas(root)) == ["tiny-vae"]  # same name, no "-2"
+    assert [m.name for m in mf.all_manifests(root)] == ["tiny-vae"]  # same name, no "-2"
     assert not mf.verify_manifest(root, mf.read_manifest(root, "tiny-vae"), full=True)
 
 
@@ -436,7 +450,7 @@ def test_two_installers_same_model(root, hub):
     for t in threads:
         t.join(120)
     assert sorted(r.outcomes[0].status for r in results) == ["installed", "skipped"]
-    assert list(stanzas(root)) == ["tiny-vae"]
+    assert [m.name for m in mf.all_manifests(root)] == ["tiny-vae"] and stanzas(root) == {}
     assert hub.stats.served("*.safetensors") == hub.file("test/tiny-vae", "diffusion_pytorch_model.safetensors").size
 
 
@@ -478,7 +492,7 @@ def test_terminal_run_shows_rich_progress_and_asks(root, hub, sd2_file):
     assert "overall" in text and "MB" in text  # the rich progress display
     assert "v-prediction (SD-2 768)" in text
     assert stanzas(root)["mystery-sd2"]["config"] == "configs/stable-diffusion/v2-inference-v.yaml"
-    assert "tiny-vae" in stanzas(root)
+    assert mf.read_manifest(root, "tiny-vae").kind == "vae"  # installed, no stanza (2.3.5 lists only main models)
 
 
 def test_starter_installed_by_an_older_installer_is_not_fetched_again(root, hub, catalog):

@@ -102,8 +102,32 @@ def test_lora_vae_embedding_kinds(root, tmp_path, tiny_extras):
         shutil.copy(tiny_extras[name], tmp_path / name)
     result, _ = run(root, *(tmp_path / n for n in ("lora-sd-1.safetensors", "vae.safetensors", "embedding.pt")))
     assert result.ok, result.failed
-    s = stanzas(root)
-    assert s["lora-sd-1"]["type"] == "lora" and s["vae"]["type"] == "vae" and s["embedding"]["type"] == "embedding"
+    # a 2.3 root lists only main models (2.3.5 would offer any other stanza as a main model)
+    assert stanzas(root) == {}
+    kinds = {m.name: (m.kind, m.path) for m in mf.all_manifests(root)}
+    assert kinds == {"lora-sd-1": ("lora", "loras/lora-sd-1.safetensors"), "vae": ("vae", str(tmp_path / "vae.safetensors")),
+                     "embedding": ("embedding", "embeddings/embedding.pt")}
+    # LoRA and embedding are linked (or copied) where 2.3.5 looks; the user's files stay
+    assert (root.kind_dir("lora") / "lora-sd-1.safetensors").read_bytes() == (tmp_path / "lora-sd-1.safetensors").read_bytes()
+    assert (root.kind_dir("embedding") / "embedding.pt").is_file() and (tmp_path / "embedding.pt").is_file()
+    assert all(o.message for o in result.outcomes)  # each says where it is and how 2.3.5 uses it
+    # re-run: already installed, nothing placed twice
+    again, _ = run(root, *(tmp_path / n for n in ("lora-sd-1.safetensors", "vae.safetensors", "embedding.pt")))
+    assert [o.status for o in again.outcomes] == ["skipped"] * 3
+    assert sorted(p.name for p in root.kind_dir("lora").iterdir()) == ["lora-sd-1.safetensors"]
+
+
+def test_sdxl_is_not_registered_in_a_23_root_unless_insisted(root, tmp_path, tiny_models):
+    folder = shutil.copytree(tiny_models["sdxl"], tmp_path / "my-sdxl")
+    result, _ = run(root, folder)
+    o = result.outcomes[0]
+    assert o.status == "skipped" and "InvokeAI 2.3.5 cannot run it" in o.message and "--download-unsupported" in o.message
+    assert stanzas(root) == {} and not list(mf.all_manifests(root))
+    result, _ = run(root, folder, download_unsupported=True)
+    o = result.outcomes[0]
+    assert o.status == "installed" and stanzas(root) == {}
+    m = mf.read_manifest(root, o.name)
+    assert m.kind == "main" and not m.stanza and "cannot run it" in o.message
 
 
 def test_unknown_file_fails_and_is_not_registered(root, tiny_extras):
@@ -145,7 +169,7 @@ def test_local_convert_to_diffusers(root, tmp_path, tiny_checkpoints):
     result, seen = run(root, src, convert=True, precision="fp32")
     assert result.ok, result.failed
     s = stanzas(root)["conv-me"]
-    assert s["path"] == "models/diffusers/conv-me" and s["format"] == "diffusers"
+    assert s["path"] == "models/converted_ckpts/conv-me" and s["format"] == "diffusers"
     assert src.exists()  # the original stays
     m = mf.read_manifest(root, "conv-me")
     assert dict(m.source_sha256) == {str(src): mf.sha256_file(src)}
@@ -154,12 +178,12 @@ def test_local_convert_to_diffusers(root, tmp_path, tiny_checkpoints):
     assert run(root, src, convert=True)[0].outcomes[0].status == "skipped"
 
 
-def test_placed_but_not_marked_installed_finishes_without_duplicates(root, tmp_path, tiny_extras):
+def test_placed_but_not_marked_installed_finishes_without_duplicates(root, tmp_path, tiny_checkpoints):
     """A kill between the models.yaml write and the manifest update: the re-run completes it."""
     import dataclasses
 
     src = tmp_path / "lora.safetensors"
-    shutil.copy(tiny_extras["lora-sd-1.safetensors"], src)
+    shutil.copy(tiny_checkpoints["sd-1", "safetensors"], src)
     assert run(root, src)[0].ok
     m = mf.read_manifest(root, "lora")
     mf.write_manifest(root, dataclasses.replace(m, state="placed"))
@@ -194,5 +218,5 @@ def test_cancel_during_conversion_stops_between_tensors(root, tmp_path, tiny_che
     assert not any("(2/" in d for d in details), details  # the converter itself saw the cancel
     assert not result.ok and result.cancelled
     assert "conv-cancel" not in stanzas(root)
-    assert not (root.kind_dir("main-diffusers") / "conv-cancel").exists()
+    assert not (root.converted_dir / "conv-cancel").exists()
     assert src.exists()

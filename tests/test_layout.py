@@ -42,10 +42,19 @@ def test_layout_paths(tmp_path: Path) -> None:
     assert layout.legacy_configs_dir == tmp_path / "configs" / "stable-diffusion"
     assert layout.init_file == tmp_path / "invokeai.init"
     assert layout.kind_dir("main") == tmp_path / "models" / "checkpoints"
-    assert layout.kind_dir("main-diffusers") == tmp_path / "models" / "diffusers"
+    # where InvokeAI 2.3.5 finds each kind (docs/compatibility.md); never models/diffusers
+    assert layout.kind_dir("main-diffusers") == tmp_path / "models" / "sd"
+    assert layout.converted_dir == tmp_path / "models" / "converted_ckpts"
+    assert layout.kind_dir("lora") == tmp_path / "loras"
+    assert layout.kind_dir("embedding") == tmp_path / "embeddings"
+    assert layout.hub_dir == tmp_path / "models" / "hub"
+    assert layout.hf_repo_dir("openai/clip-vit-large-patch14") == tmp_path / "models" / "hub" / "models--openai--clip-vit-large-patch14"
+    assert layout.version_file == tmp_path / ".version"
     assert set(KIND_DIRS) == {"main", "main-diffusers", "vae", "lora", "embedding", "controlnet",
                               "upscaler", "text_encoder", "clip_vision", "ip_adapter", "t2i_adapter"}
     assert layout.kind_dir("upscaler") == tmp_path / "models" / "upscale_models"
+    assert layout.legacy_diffusers_dir not in layout.folders()
+    assert all("diffusers" not in p.relative_to(tmp_path).parts for p in layout.folders())
     assert not layout.exists()
     (tmp_path / "configs").mkdir()
     assert layout.exists()
@@ -71,3 +80,7 @@ def test_is_inside_models_resolves_dotdot_and_symlinks(tmp_path: Path) -> None:
     (tmp_path / "outside").mkdir()
     (layout.models_dir / "lora" / "link").symlink_to(tmp_path / "outside")
     assert not layout.is_inside_models(layout.models_dir / "lora" / "link" / "file.bin")
+    # ROOT/loras and ROOT/embeddings are ours to manage too (2.3.5 reads them)
+    assert layout.is_inside_models(layout.kind_dir("lora") / "x.safetensors")
+    assert layout.is_inside_models(layout.kind_dir("embedding") / "sub" / "y.pt")
+    assert not layout.is_inside_models(layout.root / "configs" / "models.yaml")

@@ -16,7 +16,7 @@ def make(tmp_path):
     (folder / "model_index.json").write_text("{}")
     files = mf.record_files(layout, [folder])
     m = mf.Manifest(name="m", key="hub:o/m", source="o/m", kind="main", format="diffusers",
-                    path=layout.relative(folder), files=files, revision="abc", stanza={"path": "models/diffusers/m"})
+                    path=layout.relative(folder), files=files, revision="abc", stanza={"path": "models/sd/m"})
     mf.write_manifest(layout, m)
     return layout, folder, m
 
@@ -29,7 +29,7 @@ def test_round_trip_and_lookup(tmp_path):
     assert mf.find_by_key(layout, "hub:o/other") == []
     data = json.loads(mf.manifest_path(layout, "m").read_text())
     rec = next(f for f in data["files"] if f["path"].endswith("w.bin"))
-    assert rec["path"] == "models/diffusers/m/unet/w.bin"  # relative to the root
+    assert rec["path"] == "models/sd/m/unet/w.bin"  # relative to the root
     assert rec["sha256"] == hashlib.sha256(b"weights" * 100).hexdigest()
     assert rec["size"] == 700
 

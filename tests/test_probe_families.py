@@ -259,7 +259,9 @@ def test_in_place_registers_a_comfyui_tree_where_it_is(root, tmp_path, tiny_chec
     by_path = {o["path"]: o["status"] for o in out["items"]}
     assert by_path[str(flux)] == "skipped" and "InvokeAI 2.3 cannot run it" in next(o["message"] for o in out["items"] if o["path"] == str(flux))
     stanzas = Registry(root.models_yaml).load()
-    assert stanzas["dreamshaper"]["weights"] == str(ckpt) and stanzas["style"]["path"] == str(lora)
+    assert stanzas["dreamshaper"]["weights"] == str(ckpt)
+    # a LoRA has no stanza in a 2.3 root; in place it is recorded where it is (its manifest)
+    assert "style" not in stanzas and mf.read_manifest(root, "style").path == str(lora)
     assert {m.name: m.path for m in mf.all_manifests(root)}["RealESRGAN_x4plus"] == str(up)  # no stanza, in place
     assert {p: p.stat().st_ino for p in tree.rglob("*") if p.is_file()} == before  # nothing moved or rewritten
     new = {p for p in root.root.rglob("*") if p.is_file()} - root_files

@@ -339,13 +339,13 @@ def test_purge_model_files_deletes_only_inside_models(tmp_path: Path) -> None:
     mine = layout.kind_dir("lora") / "mine.safetensors"
     mine.parent.mkdir(parents=True)
     mine.write_bytes(b"x")
-    layout.partial_dir.mkdir()
+    layout.partial_dir.mkdir(parents=True)
     outside = tmp_path / "outside.ckpt"
     outside.write_bytes(b"y")
     shared = layout.kind_dir("vae") / "shared.pt"
     shared.parent.mkdir()
     shared.write_bytes(b"z")
-    removed = {"weights": "models/lora/mine.safetensors", "path": "models/.partial", "vae": "models/vae/shared.pt"}
+    removed = {"weights": "loras/mine.safetensors", "path": "models/.partial", "vae": "models/vae/shared.pt"}
     deleted, kept = purge_model_files(layout, removed, {"other": {"vae": str(shared)}})
     assert deleted == [mine] and not mine.exists()
     assert {(p, why.split(" ")[0]) for p, why in kept} == {(layout.partial_dir, "a"), (shared, "still")}

@@ -185,7 +185,7 @@ def test_typed_paths_are_listed_never_read(client, tmp_path):
 
 def test_models_list(client, layout):
     ms = models(client)
-    assert list(ms) == [LEGACY, LORA, OUTSIDE]
+    assert list(ms) == [LEGACY, OUTSIDE, LORA]
     legacy = ms[LEGACY]
     assert legacy["kind"] == "main" and legacy["base"] == "sd-1" and legacy["format"] == "ckpt"
     assert legacy["size"] == (layout.kind_dir("main") / f"{LEGACY}.safetensors").stat().st_size
@@ -213,10 +213,15 @@ def test_edit(client, layout):
     m = r.json()["model"]
     assert (m["name"], m["description"], m["width"], m["height"]) == ("renamed", "new words", 640, 768)
     assert m["config"].endswith("v1-inpainting-inference.yaml")
-    assert list(models(client)) == ["renamed", LORA, OUTSIDE]  # same place in the file
+    assert list(models(client)) == ["renamed", OUTSIDE, LORA]  # same place in the file
     assert (layout.manifests_dir / "renamed.json").exists()
+    # InvokeAI 2.3.5 gives a checkpoint model only a single-file VAE: a repo id is refused, a file is taken
     r = client.patch("/api/models/renamed", json={"vae": "stabilityai/sd-vae-ft-mse"}, headers=AUTH)
-    assert r.json()["model"]["vae"] == "stabilityai/sd-vae-ft-mse"
+    assert r.status_code == 400 and "single-file VAE" in r.json()["error"]
+    vae_file = layout.kind_dir("vae") / "some.vae.safetensors"
+    vae_file.write_bytes(b"vae")
+    r = client.patch("/api/models/renamed", json={"vae": str(vae_file)}, headers=AUTH)
+    assert r.json()["model"]["vae"] == "models/vae/some.vae.safetensors"
     r = client.patch("/api/models/renamed", json={"vae": ""}, headers=AUTH)
     assert r.json()["model"]["vae"] == ""
 
@@ -395,12 +400,12 @@ def test_convert_an_installed_checkpoint(client, layout):
     job = wait_job(client)
     assert job["kind"] == "convert" and job["items"][0]["status"] == "installed", job
     m = models(client)[LEGACY]
-    assert m["format"] == "diffusers" and m["location"] == f"models/diffusers/{LEGACY}" and not m["convertible"]
-    assert list(models(client)) == [LEGACY, LORA, OUTSIDE]
-    assert (layout.kind_dir("main-diffusers") / LEGACY / "model_index.json").is_file()
+    assert m["format"] == "diffusers" and m["location"] == f"models/converted_ckpts/{LEGACY}" and not m["convertible"]
+    assert list(models(client)) == [LEGACY, OUTSIDE, LORA]
+    assert (layout.converted_dir / LEGACY / "model_index.json").is_file()
     assert ckpt.exists()  # kept unless asked
     doc = yaml.safe_load(layout.models_yaml.read_text())
-    assert "weights" not in doc[LEGACY] and doc[LEGACY]["path"] == f"models/diffusers/{LEGACY}"
+    assert "weights" not in doc[LEGACY] and doc[LEGACY]["path"] == f"models/converted_ckpts/{LEGACY}"
     # again: already diffusers
     r = client.post(f"/api/models/{LEGACY}/convert", json={}, headers=AUTH)
     assert r.status_code == 400 and "already a diffusers model" in r.json()["error"]
@@ -461,7 +466,7 @@ def test_install_with_convert_and_prediction_type_asks_nothing(client, layout, t
     assert job["items"][0]["status"] == "installed", job
     assert not any(e for e in job["items"][0]["notes"] if "question" in e)
     m = models(client)["sd2conv"]
-    assert m["format"] == "diffusers" and m["location"] == "models/diffusers/sd2conv"
+    assert m["format"] == "diffusers" and m["location"] == "models/converted_ckpts/sd2conv"
 
 
 def test_autoscan_folder_is_imported_and_remembered(client, layout, tmp_path, tiny_extras):
@@ -471,6 +476,6 @@ def test_autoscan_folder_is_imported_and_remembered(client, layout, tmp_path, ti
     r = client.post("/api/install", json={"scan_dir": str(folder), "autoscan": True}, headers=AUTH)
     assert r.status_code == 202
     job = wait_job(client)
-    assert [it["status"] for it in job["items"]] == ["installed"], job
+    assert [it["status"] for it in job["items"]] == ["installed"], str(job["items"])
     assert client.get("/api/state", headers=AUTH).json()["autoscan"] == str(folder)
     assert "--autoconvert" in layout.init_file.read_text()

@@ -180,7 +180,7 @@ def test_open_the_printed_address_and_see_the_installed_models(env, driver, shot
     url = env["web"].line.split(": ", 1)[1]
     driver.get(url)
     wait(driver, lambda: driver.execute_script("return document.body.dataset.ready") == "1", what="page ready")
-    assert list(rows(driver)) == [LEGACY, LORA, OUTSIDE]
+    assert list(rows(driver)) == [LEGACY, OUTSIDE, LORA]
     assert cell(driver, LEGACY, ".model-format") == "ckpt" and cell(driver, LEGACY, ".model-base") == "sd-1"
     assert cell(driver, LORA, ".model-kind") == "lora"
     assert "token=" not in driver.current_url  # dropped from the address bar; the HttpOnly cookie carries it
@@ -284,7 +284,7 @@ def test_convert_a_checkpoint_to_diffusers(env, driver, shots):
     wait(driver, lambda: cell(driver, LEGACY, ".model-format") == "diffusers", what="diffusers row")
     assert not rows(driver)[LEGACY].find_elements(By.CSS_SELECTOR, "button[data-action='convert']")
     layout = env["layout"]
-    assert (layout.kind_dir("main-diffusers") / LEGACY / "model_index.json").is_file()
+    assert (layout.converted_dir / LEGACY / "model_index.json").is_file()
     assert (layout.kind_dir("main") / f"{LEGACY}.safetensors").is_file()  # original kept
 
 

@@ -37,9 +37,9 @@ def build_template_root(root: Path, outside_dir: Path, tiny_checkpoints, tiny_ex
     ckpt = layout.kind_dir("main") / f"{LEGACY}.safetensors"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tiny_checkpoints["sd-1", "safetensors"], ckpt)
-    lora = layout.kind_dir("lora") / f"{LORA}.safetensors"
+    lora = outside_dir.parent / "downloads" / f"{LORA}.safetensors"
     lora.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tiny_extras["lora-sd-1.safetensors"], lora)
+    shutil.copyfile(tiny_extras["lora-sd-1.safetensors"], lora)  # linked into ROOT/loras by the install
     result = run_plan(InstallPlan(imports=(str(ckpt), str(lora))), layout)
     assert result.ok, result.to_json()
     outside_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ def build_template_root(root: Path, outside_dir: Path, tiny_checkpoints, tiny_ex
         doc.add(OUTSIDE, {"description": "A checkpoint outside the root", "weights": str(outside),
                           "config": "configs/stable-diffusion/v1-inference.yaml", "format": "ckpt", "width": 512, "height": 512})
     names = Registry(layout.models_yaml).names()
-    assert names == [LEGACY, LORA, OUTSIDE], names
+    assert names == [LEGACY, OUTSIDE], names  # a LoRA gets no stanza in a 2.3 root (its manifest knows it)
     return layout
 
 

@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     share_commands.register_subcommands(subparsers)
 
+    from invokeai_model_install.app import integrate
+
+    integrate.register_subcommand(subparsers)
     headless.add_plan_arguments(parser)  # --yes, --add, --plan ... (headless owns them)
     headless.register_subcommands(subparsers)
     return parser
@@ -289,17 +292,34 @@ def model_records(layout: RootLayout) -> list[dict[str, Any]]:
         from invokeai_model_install.root import manifest
 
         return [{"name": m.name, "format": m.format, "kind": m.kind, "path": m.path, "description": m.source,
-                 "default": False, "source": m.source, "revision": m.revision}
+                 "default": False, "source": m.source, "revision": m.revision,
+                 "registered": False}
                 for m in manifest.all_manifests(layout) if m.state == "installed"]
+    from invokeai_model_install.root import manifest
+
     records = []
-    for name, stanza in _registry(layout).load().items():
+    stanzas = _registry(layout).load()
+    for name, stanza in stanzas.items():
         record: dict[str, Any] = {"name": name}
         record.update(stanza)
         record["format"] = stanza_format(stanza)
         record["description"] = str(stanza.get("description") or "")
         record["default"] = stanza.get("default") is True
+        record["kind"] = _model_kind(layout, name, stanza)
+        record["registered"] = True
         records.append(record)
+    for m in manifest.unregistered(layout):  # no stanza in a 2.3 root: known from their manifests
+        if m.name in stanzas:
+            continue
+        records.append({"name": m.name, "path": m.path, "format": m.format, "kind": m.kind, "default": False,
+                        "registered": False, "description": _unregistered_text(m)})
     return records
+
+
+def _unregistered_text(m: Any) -> str:
+    where = {"lora": "InvokeAI 2.3.5 lists it from loras/", "embedding": "InvokeAI 2.3.5 loads it from embeddings/",
+             "vae": "use it with `edit MODEL --vae NAME`"}.get(m.kind, "InvokeAI 2.3.5 cannot use it; kept for other UIs")
+    return f"{_KIND_WORDS.get(m.kind, m.kind)}, not in models.yaml ({where}); from {m.source}"
 
 
 def _location(record: dict[str, Any]) -> str:
@@ -332,6 +352,7 @@ def cmd_list(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | 
         return 0
     table = Table(title=f"Models in {where}", title_justify="left")
     table.add_column("Name", style="bold", no_wrap=True)
+    table.add_column("Kind")
     table.add_column("Format")
     table.add_column("Default", justify="center")
     table.add_column("Location")
@@ -340,6 +361,7 @@ def cmd_list(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | 
     for record in records:
         table.add_row(
             record["name"],
+            record["kind"] if record["registered"] else f"{record['kind']} (no stanza)",
             record["format"],
             "*" if record["default"] else "",
             _location(record),
@@ -384,8 +406,10 @@ def starter_records(layout: RootLayout, catalog_path: Path | None) -> list[dict[
     repo_ids = {k: tuple(m.repo_ids) for k, m in catalog.items()}
     installed = set(installed_starters(list(catalog), repo_ids, stanzas))
     return [
-        {"name": k, "description": m.description, "size": int(m.size or 0), "recommended": bool(m.recommended),
-         "default": bool(m.default), "installed": k in installed, "repo_id": m.repo_id}
+        {"name": k, "description": m.description, "size": int(m.size or 0),
+         "recommended": bool(m.recommended and m.runs_in_invokeai23),
+         "default": bool(m.default), "installed": k in installed, "repo_id": m.repo_id,
+         "requires": m.requires or "", "runs_in": list(m.runs_in)}
         for k, m in catalog.items()
     ]
 
@@ -403,8 +427,12 @@ def cmd_starters(args: argparse.Namespace, layout: RootLayout, catalog_path: Pat
     name_w = max([len("Name")] + [len(r["name"]) for r in records])
     rows = [("Name", "Size", "Recommended", "Installed", "Description")]
     rows += [(r["name"], human_bytes(r["size"]) if r["size"] else "?", "yes" if r["recommended"] else "",
-              "yes" if r["installed"] else "", r["description"]) for r in records]
+              "yes" if r["installed"] else "",
+              (f"[needs InvokeAI 3+] " if r["requires"] else "") + r["description"]) for r in records]
     print("Starter models: install one with --add NAME; --yes installs the recommended ones.")
+    if any(r["requires"] for r in records):
+        print("Entries marked 'needs InvokeAI 3+' (SDXL) do not run in InvokeAI 2.3.5 and are not installed into this root "
+              "(--download-unsupported downloads them anyway, unregistered).")
     for name, size, rec, inst, desc in rows:
         line = f"{name.ljust(name_w)}  {size.rjust(9)}  {rec.center(11)}  {inst.center(9)}  "
         room = max(10, width - len(line) - 1)
@@ -444,7 +472,24 @@ def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path 
     """``delete NAME [--purge]``: drop the stanza, and with --purge its files inside models/."""
     if not layout.has_registry:
         return _delete_from_comfyui(args, layout)
+    from invokeai_model_install.root import manifest
+
     reg = _registry(layout)
+    record = manifest.read_manifest(layout, args.model_name)
+    if reg.load().get(args.model_name) is None and record is not None and not record.stanza:
+        # a VAE, LoRA, embedding ... of a 2.3 root: no stanza, only files (and the manifest)
+        if not args.purge_files:
+            raise UsageError(f"{args.model_name} has no models.yaml stanza (a {_KIND_WORDS.get(record.kind, record.kind)} "
+                             f"in {record.path}); deleting it means deleting its files",
+                             f"run `delete {args.model_name} --purge`")
+        deleted, kept = purge_paths(layout, {"path": record.path}, reg.load())
+        manifest.remove_manifest(layout, args.model_name)
+        print(f"Removed {args.model_name}.")
+        for path in deleted:
+            print(f"  deleted {path}")
+        for path, why in kept:
+            print(f"  kept {path} ({why})")
+        return 0
     with reg.transaction() as doc:
         if doc.get(args.model_name) is None:
             raise _unknown(args.model_name, layout)
@@ -454,7 +499,6 @@ def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path 
     if not args.purge_files:
         return 0
     deleted, kept = purge_paths(layout, removed, remaining)
-    from invokeai_model_install.root import manifest
 
     # the files are gone: the model's sidecar record goes too (as in the worker's removal)
     manifest.remove_manifest(layout, args.model_name)
@@ -513,6 +557,12 @@ def cmd_edit(args: argparse.Namespace, layout: RootLayout, catalog_path: Path | 
             f"use letters, digits and . _ + & - (e.g. {sanitize_name(args.new_name)!r})",
         )
     reg = _registry(layout)
+    from invokeai_model_install.root import manifest as _mf
+
+    if args.new_name is not None and args.new_name != args.model_name and _mf.read_manifest(layout, args.new_name) is not None:
+        from invokeai_model_install.errors import NameClashError
+
+        raise NameClashError(f"a model named {args.new_name!r} is already installed")
     with reg.transaction() as doc:
         stanza = doc.get(args.model_name)
         if stanza is None:

@@ -66,11 +66,23 @@ def is_interactive() -> bool:
 
 
 def vae_value(text: str, stanza: dict[str, Any], layout: RootLayout) -> Any:
-    """The ``vae`` field for ``--vae``: a repo id or a root-relative path, shaped by stanza kind."""
+    """The ``vae`` field for ``--vae``: a repo id, a path or an installed VAE's name, in the form InvokeAI 2.3.5
+    loads (docs/compatibility.md): a checkpoint stanza takes a plain path to a single-file VAE; a diffusers
+    stanza ``{repo_id: ...}`` (a hub VAE, or a local diffusers VAE folder by its absolute path) or ``{path: FILE}``."""
+    from invokeai_model_install.root import manifest
     from invokeai_model_install.root.registry import looks_like_repo_id, stanza_format
 
     legacy = stanza_format(stanza) == "ckpt"
     candidate = Path(os.path.expanduser(text))
+    record = manifest.read_manifest(layout, text) if not candidate.exists() and "/" not in text else None
+    if record is not None and record.kind == "vae":  # an installed VAE, by name
+        candidate = layout.absolute(record.path)
+        if candidate.is_dir() and layout.hub_dir in candidate.parents:
+            repo = next((p.name for p in candidate.parents if p.name.startswith("models--")), "")
+            if legacy:
+                raise UsageError(f"{text} is a diffusers VAE; a checkpoint model (format: ckpt) takes a single-file VAE "
+                                 "in InvokeAI 2.3.5", "give a .safetensors/.ckpt VAE file")
+            return {"repo_id": repo.removeprefix("models--").replace("--", "/", 1)}
     local = candidate.exists() or not looks_like_repo_id(text)
     if local:
         if not candidate.exists():
@@ -79,8 +91,19 @@ def vae_value(text: str, stanza: dict[str, Any], layout: RootLayout) -> Any:
                 "check the path, or give a HuggingFace repo id",
             )
         stored = layout.relative(candidate.absolute())
+        if candidate.is_dir():
+            if legacy:
+                raise UsageError(f"{text} is a folder; a checkpoint model (format: ckpt) takes a single-file VAE in "
+                                 "InvokeAI 2.3.5 (it reads a folder as a checkpoint file and fails)",
+                                 "give a .safetensors/.ckpt VAE file")
+            # 2.3.5 reads vae: {path: FOLDER} as a checkpoint file; a local diffusers VAE loads as {repo_id: ABSOLUTE PATH}
+            return {"repo_id": str(candidate.absolute())}
         return stored if legacy else {"path": stored}
-    return text if legacy else {"repo_id": text}
+    if legacy:
+        raise UsageError(f"VAE {text!r}: a checkpoint model (format: ckpt) takes a single-file VAE in InvokeAI 2.3.5, "
+                         "not a hub repo", "download the VAE file and give its path")
+    return {"repo_id": text}
+
 
 
 def config_value(text: str, layout: RootLayout) -> str:

@@ -2,19 +2,22 @@
 
 Steps, each safe to re-run (nothing that exists is overwritten or lost):
 
-1. create the layout: ``configs/``, ``configs/stable-diffusion/`` (the packaged
-   legacy LDM configs, copied only where missing), ``models/<kind>/`` for every
-   model kind, an empty ``configs/models.yaml`` with its header comment, and
-   ``invokeai.init`` (only a header when new; existing lines are kept);
+1. create the layout (:meth:`RootLayout.folders`: ``configs/``, ``configs/stable-diffusion/`` with the
+   packaged legacy LDM configs copied only where missing, ``loras/``, ``embeddings/``, the
+   ``models/`` folders), an empty ``configs/models.yaml`` with its header comment,
+   ``invokeai.init`` (only a header when new; existing lines are kept) and, in a root it creates,
+   ``.version`` (``2.3.5.post2``: InvokeAI 2.3.5 then skips its own upgrade step); a root written
+   by an earlier version of this package is migrated to the 2.3.5 layout (``install.migrate``);
 2. optionally store a HuggingFace access token in huggingface_hub's own token
    store (never in our files), without any network call;
 3. open the installer: the form in a terminal (``wizard=True``), else the
    headless installer with the recommended starters (``--skip-sd-weights``
    skips them) and the *support models* (``--skip-support-models`` skips them).
 
-*Support models* are the shared VAEs the starter catalogue points at (e.g.
-``stabilityai/sd-vae-ft-mse``): installed once under ``models/vae`` and
-registered on their own, so later imports of SD-1 fine-tunes can use them.
+*Support models* are the three hub repos InvokeAI 2.3.5 needs to load any checkpoint
+(``format: ckpt``) model: ``openai/clip-vit-large-patch14``, ``CompVis/stable-diffusion-safety-checker``
+and ``stabilityai/stable-diffusion-2`` (tokenizer and text encoder only), placed in the HF cache
+``ROOT/models/hub`` (see :mod:`invokeai_model_install.install.support`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Callable, Sequence
 
 from invokeai_model_install.app.common import exit_status, is_interactive, make_layout
 from invokeai_model_install.errors import ConfigError, RootError, from_os_error
-from invokeai_model_install.root.layout import KIND_DIRS, RootLayout
+from invokeai_model_install.root.layout import RootLayout
 
 #: Name under which our token goes into huggingface_hub's stored tokens.
 HF_TOKEN_NAME = "invokeai-model-install"
@@ -44,9 +47,8 @@ def create_layout(layout: RootLayout) -> list[Path]:
     created: list[Path] = []
     if layout.root.exists() and not layout.root.is_dir():
         raise RootError(f"{layout.root} exists and is not a folder", "choose another --root")
-    folders = [layout.root, layout.configs_dir, layout.legacy_configs_dir, layout.models_dir]
-    folders += [layout.kind_dir(kind) for kind in KIND_DIRS]
-    for folder in folders:
+    new_root = not layout.exists()
+    for folder in layout.folders():
         if not folder.is_dir():
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,11 @@ def create_layout(layout: RootLayout) -> list[Path]:
         created.append(layout.models_yaml)
     if ensure_init_file(layout.init_file):
         created.append(layout.init_file)
+    if new_root and not layout.version_file.exists():
+        from invokeai_model_install.install.migrate import write_version
+
+        write_version(layout)
+        created.append(layout.version_file)
     return created
 
 
@@ -103,12 +110,13 @@ def save_hf_token(token: str) -> None:
     _set_active_token(token_name=HF_TOKEN_NAME, add_to_git_credential=False)
 
 
-def _model_step(skip_sd_weights: bool, skip_support_models: bool, catalog_path: Path | None) -> tuple[bool, list[str]]:
-    """(the recommended starters?, the support models' repo ids) of the setup's model step."""
-    from invokeai_model_install.root.catalog import load_catalog, support_models
+def _model_step(skip_sd_weights: bool, skip_support_models: bool, default_only: bool = False) -> tuple[str | None, bool]:
+    """(the starters flag: ``--yes``, ``--default_only`` or None; the support models?) of the setup's model step.
 
-    repos = [] if skip_support_models else [vae.repo_id for vae in support_models(load_catalog(catalog_path)) if vae.repo_id]
-    return not skip_sd_weights, repos
+    The recommended starters bring their VAEs with them; the support models are what InvokeAI 2.3.5 needs
+    to load any checkpoint (``install.support``)."""
+    starters = None if skip_sd_weights else ("--default_only" if default_only else "--yes")
+    return starters, not skip_support_models
 
 
 def installer_argv(
@@ -117,18 +125,19 @@ def installer_argv(
     skip_sd_weights: bool = False,
     skip_support_models: bool = False,
     catalog_path: Path | None = None,
+    default_only: bool = False,
 ) -> list[str] | None:
     """The setup's model step as ``invokeai-model-install`` arguments (None: nothing to do): the command a user
     runs to do the same later (docs/cli.md, `invokeai-configure`)."""
-    recommended, repos = _model_step(skip_sd_weights, skip_support_models, catalog_path)
+    starters, support = _model_step(skip_sd_weights, skip_support_models, default_only)
     argv = ["--root", str(layout.root)]
     if layout.config_file_override is not None:
         argv += ["--config_file", str(layout.config_file_override)]
     if catalog_path is not None:
         argv += ["--catalog", str(catalog_path)]
-    plan: list[str] = ["--yes"] if recommended else []  # the recommended starters
-    if repos:
-        plan += ["--add", *repos]
+    plan: list[str] = [starters] if starters else []
+    if support:
+        plan.append("--support-models")
     if not plan:
         return None
     return argv + plan
@@ -140,14 +149,15 @@ def run_model_step(
     skip_sd_weights: bool = False,
     skip_support_models: bool = False,
     catalog_path: Path | None = None,
+    default_only: bool = False,
 ) -> int | None:
-    """Install the recommended starters and the support models headless; None when both are skipped."""
-    recommended, repos = _model_step(skip_sd_weights, skip_support_models, catalog_path)
-    if not recommended and not repos:
+    """Install the recommended (or only the default) starters and the support models headless; None when both are skipped."""
+    starters, support = _model_step(skip_sd_weights, skip_support_models, default_only)
+    if not starters and not support:
         return None
     from invokeai_model_install.app import headless
 
-    flags = argparse.Namespace(yes=recommended, add=repos or None)
+    flags = argparse.Namespace(yes=starters == "--yes", default_only=starters == "--default_only", support_models=support)
     return exit_status(lambda: headless.run_headless(flags, layout, catalog_path))
 
 
@@ -164,6 +174,7 @@ def setup_root(
     ask: Callable[[str], str] | None = None,
     out: Callable[[str], None] = print,
     form: Callable[..., int] | None = None,
+    default_only: bool = False,
 ) -> int:
     """Set up (or repair) the root, then run the installer; returns an exit status.
 
@@ -177,6 +188,11 @@ def setup_root(
     """
     interactive = is_interactive() if interactive is None else interactive
     existed = layout.exists()
+    if existed:
+        from invokeai_model_install.install.migrate import migrate_root
+
+        for line in migrate_root(layout):
+            out(f"  {line}")
     created = create_layout(layout)
     out(f"{'Checked' if existed else 'Created'} the InvokeAI root at {layout.root}" + (f" ({len(created)} new)" if created else ""))
     for name in legacy_configs_differing(layout):
@@ -208,7 +224,8 @@ def setup_root(
             continue
         return int(result or 0)
     status = run_model_step(
-        layout, skip_sd_weights=skip_sd_weights, skip_support_models=skip_support_models, catalog_path=catalog_path
+        layout, skip_sd_weights=skip_sd_weights, skip_support_models=skip_support_models, catalog_path=catalog_path,
+        default_only=default_only,
     )
     if status is None:
         out("Skipping the model download (--skip-sd-weights --skip-support-models).")
@@ -235,7 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip_support_models",
         dest="skip_support_models",
         action="store_true",
-        help="do not install the support models (the shared VAEs the starters use)",
+        help="do not install the support models InvokeAI 2.3.5 needs for checkpoint models (CLIP, the safety checker, "
+        "the SD-2 text encoder, about 4.3 GB, into ROOT/models/hub)",
+    )
+    parser.add_argument(
+        "--default_only",
+        "--default-only",
+        dest="default_only",
+        action="store_true",
+        help="install only the default starter model instead of the recommended ones (InvokeAI 2.3.5's launcher, menu 7)",
     )
     return parser
 
@@ -254,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         skip_sd_weights=args.skip_sd_weights,
         skip_support_models=args.skip_support_models,
         catalog_path=catalog_path,
+        default_only=args.default_only,
     ))
 
 

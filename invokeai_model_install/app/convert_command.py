@@ -1,7 +1,7 @@
 """``invokeai-model-install convert NAME [--delete-original]``: an installed checkpoint to diffusers (the seed's ``!optimize_model``).
 
 No download: the file that models.yaml points at is converted into
-``models/diffusers/NAME`` and the stanza is replaced (same name, same place in the
+``models/converted_ckpts/NAME`` and the stanza is replaced (same name, same place in the
 file, same description and default flag).  The original file is kept unless
 ``--delete-original``, and is deleted only when it lies inside ``ROOT/models``.
 The work is the core's (:mod:`install.convert_installed`), run as a plan item like
@@ -20,7 +20,7 @@ def register_subcommand(subparsers: Any) -> None:
         "convert",
         help="convert an installed checkpoint model to diffusers (no download)",
         description="Convert an installed single-file (.ckpt/.safetensors) main model into a diffusers folder under "
-        "ROOT/models/diffusers and register that in place of the checkpoint's stanza. The original file is kept "
+        "ROOT/models/converted_ckpts and register that in place of the checkpoint's stanza. The original file is kept "
         "unless --delete-original (only files inside ROOT/models are ever deleted).",
     )
     p.add_argument("model_name", metavar="NAME", help="the model's name (see `list`)")

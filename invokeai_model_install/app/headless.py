@@ -32,6 +32,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 _PLAN_DESTS = (
     "yes", "default_only", "add", "delete", "purge", "scan_dir", "autoscan", "convert", "full_precision",
     "prediction_type", "device", "dry_run", "plan", "json", "lock_files", "in_place", "allow_suspicious",
+    "support_models", "download_unsupported",
 )
 
 
@@ -78,6 +79,12 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-connections", "--max_connections", dest="max_connections", type=_connections, metavar="N",
                    help="HTTP connections at once, across files and ranges of large files "
                         "(1-64; default $INVOKEAI_MAX_CONNECTIONS, else 8)")
+    g.add_argument("--support-models", "--support_models", dest="support_models", action="store_true",
+                   help="install the support models InvokeAI 2.3.5 needs to load checkpoint models (CLIP, the safety "
+                        "checker, the SD-2 text encoder; into ROOT/models/hub). invokeai-configure does this")
+    g.add_argument("--download-unsupported", "--download_unsupported", dest="download_unsupported", action="store_true",
+                   help="download a model InvokeAI 2.3.5 cannot run (e.g. SDXL) anyway: its files are kept in the root, "
+                        "not registered in models.yaml (for ComfyUI or a newer InvokeAI)")
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="show what would be installed, where, and how many bytes it needs; write nothing")
     g.add_argument("--plan", metavar="FILE",
@@ -167,7 +174,7 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
             raise UsageError("--default_only: the starter catalogue has no default model", "use --add NAME instead")
         starters += defaults
     elif getattr(args, "yes", False):
-        starters += [k for k, m in catalog.items() if m.recommended]
+        starters += [k for k, m in catalog.items() if m.recommended and m.runs_in_invokeai23]
     for item in adds:
         if item in catalog:
             starters.append(item)
@@ -205,6 +212,8 @@ def build_plan(args: argparse.Namespace, catalog_path: Path | None = None) -> In
         in_place=base.in_place or bool(getattr(args, "in_place", False)),
         lock_files=_lock_files(args, base),
         allow_suspicious=tuple(dict.fromkeys([*base.allow_suspicious, *(getattr(args, "allow_suspicious", None) or [])])),
+        support_models=base.support_models or bool(getattr(args, "support_models", False)),
+        download_unsupported=base.download_unsupported or bool(getattr(args, "download_unsupported", False)),
         extra=base.extra,
     )
 

@@ -200,7 +200,26 @@ def plan_unet(shapes: dict[str, Shape], *, use_ema: bool, attention_heads: Any =
 
 # ------------------------------------------------------------------------------------- VAE
 
-_VAE_ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+#: LDM mid-block attention -> the diffusers names.  ``query/key/value/proj_attn`` are the names diffusers
+#: 0.16.1 (InvokeAI 2.3.5's pin) loads - it refuses ``to_q/to_k/to_v/to_out.0`` - and current diffusers
+#: still reads them (it renames them on load), so one format serves both.
+_VAE_ATTN = {"norm": "group_norm", "q": "query", "k": "key", "v": "value", "proj_out": "proj_attn"}
+
+#: diffusers >= 0.18 mid-block attention names -> the names diffusers 0.16.1 loads.
+NEW_TO_OLD_VAE_ATTENTION = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+
+
+def legacy_vae_attention_name(key: str) -> str:
+    """A VAE weight name with the mid-block attention named as diffusers 0.16.1 wants (others unchanged).
+
+    Works on names inside a VAE (``encoder.mid_block.attentions.0.to_q.weight``) and inside a whole
+    model (``vae.encoder...``)."""
+    if ".mid_block.attentions." not in key:
+        return key
+    for new, old in NEW_TO_OLD_VAE_ATTENTION.items():
+        if f".{new}." in key:
+            return key.replace(f".{new}.", f".{old}.")
+    return key
 
 
 def vae_prefix(shapes: dict[str, Shape]) -> str | None:
@@ -243,7 +262,7 @@ def plan_vae(shapes: dict[str, Shape], prefix: str) -> ComponentPlan:
     for k in sorted(keys):
         s = shapes[keys[k]]
         if diffusers_layout:
-            out = k
+            out = legacy_vae_attention_name(k)
         else:
             out = _vae_name(k, nb)
             if out is None:

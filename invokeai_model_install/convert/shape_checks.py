@@ -66,4 +66,10 @@ def meta_shapes(cls_name: str, config: dict[str, Any]) -> dict[str, tuple[int, .
         warnings.simplefilter("ignore")
         with torch.device("meta"):
             model = cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if cls_name == "AutoencoderKL":
+        # we write the mid-block attention with the names diffusers 0.16.1 loads (current diffusers reads both)
+        from invokeai_model_install.convert.ldm_keys import legacy_vae_attention_name
+
+        shapes = {legacy_vae_attention_name(k): v for k, v in shapes.items()}
+    return shapes

@@ -1,7 +1,7 @@
 """Convert an installed single-file model to diffusers, in place of its stanza (the seed's ``!optimize_model``).
 
 Nothing is downloaded: the checkpoint that ``models.yaml`` points at is converted
-into ``models/diffusers/<name>``; then, under the registry lock, the stanza keeps
+into ``models/converted_ckpts/<name>``; then, under the registry lock, the stanza keeps
 its name, place, description and default flag but now points at the folder
 (``format: diffusers``).  The original file is kept unless ``delete_original``
 is asked, and even then only a file inside ``ROOT/models`` is deleted (the same
@@ -35,6 +35,11 @@ def check_convertible(stanza: dict[str, Any] | None, name: str, layout: Any) -> 
     from invokeai_model_install.root.registry import stanza_format
 
     if stanza is None:
+        from invokeai_model_install.root import manifest as mf
+
+        record = mf.read_manifest(layout, name)
+        if record is not None and not record.stanza and record.kind != "main":  # a LoRA, VAE ... of a 2.3 root
+            raise ConversionError(f"{name} is a {record.kind}, not a main model; only main models convert to diffusers", "")
         raise UnknownModelError(f"no model named {name!r} in {layout.models_yaml}", "see `invokeai-model-install list`")
     kind = str(stanza.get("type") or "main")
     if kind != "main":
@@ -99,7 +104,7 @@ def convert_installed_item(item: Any, ctx: Any) -> Any:
         new_vae = dict(vae)
 
     digest = _source_digest(layout, name, src, ctx.cancel)
-    folder = layout.kind_dir("main-diffusers")
+    folder = layout.converted_dir
     dest, n = folder / name, 2
     while dest.exists():
         dest = folder / f"{name}-{n}"

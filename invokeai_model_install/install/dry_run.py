@@ -58,6 +58,16 @@ def resolve_plan(plan: InstallPlan, layout: RootLayout, settings: DownloadSettin
         if item.action == "locked":
             out.append(plan_locked(item, plan, layout))
             continue
+        if item.action == "support":
+            from invokeai_model_install.install.support import cached_snapshot
+
+            there = cached_snapshot(layout, item.source.repo_id)
+            done = there is not None and item.source.complete_in(there)
+            out.append(PlannedItem(item.id, item.label, "install", what=f"support model for checkpoints ({item.source.why})",
+                                   destination=layout.relative(layout.hf_repo_dir(item.source.repo_id)),
+                                   bytes_to_fetch=0 if done else item.source.size, total_bytes=item.source.size,
+                                   status="already installed" if done else ""))
+            continue
         if item.action == "remove":
             stanza = stanzas.get(item.line)
             where = str(stanza.get("path") or stanza.get("weights") or "") if stanza else ""
@@ -82,6 +92,13 @@ def _load_stanzas(layout: RootLayout) -> dict[str, dict]:
 
 def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, settings: DownloadSettings | None) -> PlannedItem:
     spec = spec_for(item, plan)
+    if spec.starter is not None and not plan.download_unsupported and layout.flavour == "invokeai":
+        from invokeai_model_install.install.compat23 import starter_refusal
+
+        why = starter_refusal(spec.starter)
+        if why is not None:
+            return PlannedItem(item.id, item.label, "install", what=f"starter {spec.starter.repo_id}", destination="",
+                               bytes_to_fetch=0, total_bytes=spec.starter.size, status="not for this root", message=why)
     for key in ([spec.key + "#diffusers", spec.key] if plan.convert else [spec.key]):
         for m in mf.find_by_key(layout, key):
             if not mf.verify_manifest(layout, m):
@@ -98,7 +115,7 @@ def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, setting
     if local is not None:
         size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) if local.is_dir() else local.stat().st_size
         if plan.convert and local.is_file():
-            what, dest = "local checkpoint, converted to diffusers", layout.relative(layout.kind_dir("main-diffusers") / spec.base_name)
+            what, dest = "local checkpoint, converted to diffusers", layout.relative(layout.converted_dir / spec.base_name)
         else:
             what, dest = "local " + ("diffusers folder" if local.is_dir() else "file") + ", registered where it is", str(local)
         return PlannedItem(item.id, item.label, "install", what=what, destination=dest, bytes_to_fetch=0, total_bytes=size)
@@ -115,13 +132,23 @@ def _plan_install(item: WorkItem, plan: InstallPlan, layout: RootLayout, setting
     if getattr(resolved, "kind_hint", None) == "main-diffusers":
         what_parts.append("diffusers pipeline")
         dest = layout.kind_dir("main-diffusers") / spec.base_name
+        if (any(f.relpath.startswith("text_encoder_2/") for f in resolved.files) and not plan.download_unsupported
+                and layout.flavour == "invokeai"):
+            from invokeai_model_install.install.compat23 import refusal
+
+            return PlannedItem(item.id, item.label, "install", what="SDXL diffusers pipeline", destination="",
+                               bytes_to_fetch=0, total_bytes=total, status="not for this root",
+                               message=refusal("main", "sdxl") or "")
     elif len(resolved.files) == 1:
         what_parts.append("single file " + Path(resolved.files[0].relpath).name)
         if plan.convert:
             what_parts.append("converted to diffusers")
-            dest = layout.kind_dir("main-diffusers") / spec.base_name
+            dest = layout.converted_dir / spec.base_name
         else:
             dest = layout.models_dir / "<kind>" / Path(resolved.files[0].relpath).name
+    elif resolved.repo_id and resolved.commit and any(Path(f.relpath).name == "config.json" for f in resolved.files):
+        what_parts.append(f"{len(resolved.files)} files (a diffusers component, e.g. a VAE: into the HF cache)")
+        dest = layout.hf_repo_dir(resolved.repo_id) / "snapshots" / resolved.commit
     else:
         what_parts.append(f"{len(resolved.files)} files")
         dest = layout.models_dir / "<kind>" / spec.base_name

@@ -34,6 +34,7 @@ from invokeai_model_install.errors import InstallerError, NotFoundError, ProbeEr
 from invokeai_model_install.events import Event, ItemConverted, ItemVerified
 from invokeai_model_install.identify.probe import ProbeResult, probe
 from invokeai_model_install.install.examine import check_safety
+from invokeai_model_install.install import compat23
 from invokeai_model_install.install.identity import hub_key, key_hash, local_path, source_key, staging_dir
 from invokeai_model_install.install.item import Installed, ItemContext, ItemOutcome, Spec, WorkItem
 from invokeai_model_install.install.locking import source_lock
@@ -58,6 +59,7 @@ from invokeai_model_install.net.settings import DownloadSettings, Resolved
 from invokeai_model_install.net.sources import HubSource, UrlSource
 from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.root.catalog import StarterModel
+from invokeai_model_install.root.layout import REGISTERED_KINDS
 
 
 def run_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
@@ -77,6 +79,10 @@ def run_item(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
         return convert_installed_item(item, ctx)
     spec = spec_for(item, ctx.plan)
     before = ctx.fetched
+    if item.starter is not None and not ctx.plan.download_unsupported and ctx.layout.flavour == "invokeai":
+        why = compat23.starter_refusal(item.starter)
+        if why is not None:
+            raise compat23.Unsupported(why)
     if item.starter is not None and not mf.find_by_key(ctx.layout, spec.key):
         older = registered_elsewhere(item.starter, ctx)
         if older is not None:
@@ -141,8 +147,9 @@ def _install_starter_vae(starter: StarterModel, ctx: ItemContext) -> dict[str, s
         want_kind="vae",
     )
     ctx.stage("vae", ref.repo_id)
-    done = _install(spec, ctx, convert=False, vae=None)
-    return {"path": ctx.layout.relative(done.path)}
+    _install(spec, ctx, convert=False, vae=None)
+    # 2.3.5 reads a diffusers VAE only through the HF cache (models/hub), where it was placed
+    return ref.as_stanza()
 
 
 def _install(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> Installed:
@@ -181,6 +188,9 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
     # hashes we hold (an earlier install of this revision) beat the server's
     resolved = apply_pins(resolved, manifest_pins(broken.get(spec.key), resolved, layout), spec.label,
                           what="the manifest of the installed copy")
+    if (layout.flavour == "invokeai" and getattr(resolved, "kind_hint", None) == "main-diffusers"
+            and not ctx.plan.download_unsupported and any(f.relpath.startswith("text_encoder_2/") for f in resolved.files)):
+        raise compat23.Unsupported(f"{spec.label}: {compat23.refusal('main', 'sdxl')}")  # known before any download
     staged = staging_dir(layout, spec.key)
     sha_by_rel = _download(resolved, staged, ctx)
     ctx.stage("verify")
@@ -217,6 +227,10 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
         raise ProbeError(f"{spec.label} is a {kind} model, expected a {spec.want_kind}", "check the catalogue entry")
     if layout.flavour == "invokeai":
         _refuse_newer_family(kind, pr, spec.label, staged)
+        refused = compat23.refusal(kind, pr.base)
+        if refused is not None and not ctx.plan.download_unsupported:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise compat23.Unsupported(f"{spec.label}: {refused}")
 
     revision = getattr(resolved, "commit", None)
     source_text = spec.source.label if spec.source is not None and hasattr(spec.source, "label") else spec.label
@@ -231,15 +245,29 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
 
     # 3. place
     ctx.stage("place")
+    reuse = broken.get(spec.key)
+    source_of: dict[str, tuple[str, int]] = {}  # rel -> (sha256, size) as downloaded, for files rewritten for 2.3.5
+    hub_repo = getattr(resolved, "repo_id", None) if spec.source is None or type(spec.source).__name__ == "HubSource" else None
     if single:
         folder = layout.kind_dir(kind)
-        name, dest = choose_file_dest(ctx, spec.base_name, folder, Path(single).name, reuse=broken.get(spec.key))
+        name, dest = choose_file_dest(ctx, spec.base_name, folder, Path(single).name, reuse=reuse)
         src_path = subject
+        before = (sha_by_rel.get(single, ""), subject.stat().st_size)
+        if kind == "embedding" and layout.flavour == "invokeai" and compat23.fix_embedding(subject):
+            sha_by_rel[single] = mf.sha256_file(subject, ctx.cancel)
+            source_of[single] = before
+            ctx.note(f"{Path(single).name}: added the sd_checkpoint fields InvokeAI 2.3.5 reads (without them it fails to load any model)")
+    elif kind == "vae" and hub_repo and revision and layout.flavour == "invokeai":
+        # a diffusers VAE: 2.3.5 reads it only through the HF cache, as vae: {repo_id: ...} (model_manager.py ~1231-1288)
+        name = reuse.name if reuse is not None else free_name(ctx, spec.base_name)
+        sub = (getattr(spec.source, "subfolder", None) or "").strip("/")
+        snapshot = layout.hf_repo_dir(hub_repo) / "snapshots" / revision
+        dest = snapshot / sub if sub else snapshot
+        src_path = staged
     else:
         folder = layout.kind_dir("main-diffusers" if kind == "main" else kind)
-        name, dest = choose_dir_dest(ctx, spec.base_name, folder, reuse=broken.get(spec.key))
+        name, dest = choose_dir_dest(ctx, spec.base_name, folder, reuse=reuse)
         src_path = staged
-    stanza = stanza_for(kind, pr, dest, spec, ctx, vae, single=bool(single), source_path=subject)
     if not single:
         renamed = strip_variants(staged, rels)
         rels = [renamed.get(r, r) for r in rels]
@@ -247,23 +275,49 @@ def _install_locked(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) ->
         for new in renamed.values():
             if new.endswith(".index.json"):  # a sharded fp16 set's index, rewritten to the plain shard names
                 sha_by_rel[new] = mf.sha256_file(staged / new, ctx.cancel)
+        if layout.flavour == "invokeai":
+            sizes = {r: (staged / r).stat().st_size for r in rels if (staged / r).is_file()}
+            for f in compat23.fix_diffusers_folder(staged):  # names 2.3.5's diffusers/transformers load
+                rel = f.relative_to(staged).as_posix()
+                source_of[rel] = (sha_by_rel.get(rel, ""), sizes.get(rel, -1))
+                sha_by_rel[rel] = mf.sha256_file(f, ctx.cancel)
+    stanza = _stanza_or_none(kind, pr, dest, spec, ctx, vae, single=bool(single), source_path=subject)
     files = tuple(
         mf.FileRecord(layout.relative(dest / rel) if not single else layout.relative(dest), file_size(src_path, rel, single),
-                      sha_by_rel.get(rel, ""), 0)
+                      sha_by_rel.get(rel, ""), 0, *source_of.get(rel, ("", -1)))
         for rel in (rels if not single else [single])
     )
     m = mf.Manifest(name=name, key=spec.key, source=source_text, kind=kind, format=pr.format if single else "diffusers",
                     path=layout.relative(dest), files=files, revision=revision, state="placed", stanza=stanza)
     mf.write_manifest(layout, m)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():  # a broken earlier copy of this same model (its manifest said so): replace it
+    if dest.exists():  # a broken earlier copy of this same model (its manifest said so), or the same HF snapshot: replace it
         remove_path(layout, dest)
     os.replace(src_path, dest)
     if single:
         shutil.rmtree(staged, ignore_errors=True)
+    if kind == "vae" and hub_repo and revision and not single and layout.flavour == "invokeai":
+        write_hf_ref(layout, hub_repo, revision)
     m = refresh_mtimes(layout, m)
     mf.write_manifest(layout, m)
     return register(m, ctx)
+
+
+def write_hf_ref(layout, repo_id: str, commit: str) -> None:
+    """``models/hub/models--org--name/refs/main`` = the commit we placed (huggingface_hub 0.14 resolves ``main``
+    through it offline; without it 2.3.5 cannot load the repo)."""
+    from invokeai_model_install.root.atomic import atomic_write_text
+
+    atomic_write_text(layout.hf_repo_dir(repo_id) / "refs" / "main", commit)
+
+
+def _stanza_or_none(kind: str, pr: Any, dest: Path, spec: Spec, ctx: ItemContext, vae: Any, *, single: bool,
+                    source_path: Path) -> dict:
+    """The models.yaml stanza, or ``{}`` for what a 2.3 root must not list (VAE, LoRA, embedding, ControlNet,
+    a model 2.3.5 cannot run that the user insisted on keeping)."""
+    if kind not in REGISTERED_KINDS or compat23.refusal(kind, pr.base) is not None:
+        return {}
+    return stanza_for(kind, pr, dest, spec, ctx, vae, single=single, source_path=source_path)
 
 
 def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, conv_key: str, vae: Any,
@@ -284,33 +338,92 @@ def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, c
     if pr.kind == "unknown":
         raise ProbeError(f"{path} is not a model this installer knows ({pr.reason or 'unrecognised contents'})",
                          "check the file; only Stable Diffusion models, LoRA, VAE, embeddings and ControlNet are handled")
+    refused = None
     if layout.flavour == "invokeai":
         _refuse_newer_family(pr.kind, pr, str(path), None)
+        refused = compat23.refusal(pr.kind, pr.base)
+        if refused is not None and not ctx.plan.download_unsupported:
+            raise compat23.Unsupported(f"{path}: {refused}")
     if convert and pr.kind == "main" and pr.format != "diffusers":
         ctx.stage("verify", "hashing the source")
         digest = mf.sha256_file(path, ctx.cancel)
         return _convert_and_register(path, spec, ctx, conv_key, vae, source_sha={layout.relative(path): digest}, reuse=broken.get(conv_key),
                                      probe_result=pr, source_text=str(path))
-    ctx.stage("verify", "hashing")
-    files = mf.record_files(layout, [path], cancel=ctx.cancel)
-    ctx.emit(ItemVerified(files=len(files), bytes=sum(f.size for f in files)))
+    if pr.kind == "main" and path.is_dir() and refused is None and compat23.needs_fix(path):
+        ctx.note(f"{path.name}: its VAE or text encoder weights carry names InvokeAI 2.3.5 cannot load (saved by a newer "
+                 "diffusers/transformers); it is registered where it is, unchanged - import it from the hub, or copy it into "
+                 f"{layout.relative(layout.kind_dir('main-diffusers'))}/ and add that copy, to get the names fixed")
     old = broken.get(spec.key)
     name = old.name if old is not None else free_name(ctx, spec.base_name)
-    stanza = stanza_for(pr.kind, pr, path, spec, ctx, vae, single=not path.is_dir(), source_path=path)
-    m = mf.Manifest(name=name, key=spec.key, source=str(path), kind=pr.kind, format=pr.format,
-                    path=layout.relative(path), files=files, state="placed", stanza=stanza)
+    fixed_from: dict[Path, tuple[str, int]] = {}
+    if pr.kind in ("lora", "embedding") and ctx.plan.in_place:
+        folder = layout.relative(layout.kind_dir(pr.kind))
+        ctx.note(f"{path.name}: recorded where it is (--in-place); InvokeAI 2.3.5 reads {pr.kind}s only from {folder}/ "
+                 f"(add it without --in-place to link it there)")
+    elif pr.kind in ("lora", "embedding") and layout.flavour == "invokeai":
+        # 2.3.5 finds LoRAs only in ROOT/loras and embeddings only in ROOT/embeddings (no stanzas): link or copy there
+        original = path
+        path = _place_copy(path, layout.kind_dir(pr.kind), layout, ctx)
+        if pr.kind == "embedding" and path.is_file():
+            before = (mf.sha256_file(path, ctx.cancel), path.stat().st_size)
+            if compat23.fix_embedding(path):
+                fixed_from[path.absolute()] = before  # a later scan still knows the user's original by its hash
+                ctx.note(f"{path.name}: added the sd_checkpoint fields InvokeAI 2.3.5 reads (without them it fails to load "
+                         f"any model); your {original} is unchanged")
+    ctx.stage("verify", "hashing")
+    files = mf.record_files(layout, [path], cancel=ctx.cancel)
+    files = tuple(dataclasses.replace(f, source_sha256=fixed_from[layout.absolute(f.path).absolute()][0],
+                                      source_size=fixed_from[layout.absolute(f.path).absolute()][1])
+                  if layout.absolute(f.path).absolute() in fixed_from else f for f in files)
+    ctx.emit(ItemVerified(files=len(files), bytes=sum(f.size for f in files)))
+    stanza = _stanza_or_none(pr.kind, pr, path, spec, ctx, vae, single=not path.is_dir(), source_path=path)
+    m = mf.Manifest(name=name, key=spec.key, source=str(spec.source.path) if hasattr(spec.source, "path") else str(path),
+                    kind=pr.kind, format=pr.format, path=layout.relative(path), files=files, state="placed", stanza=stanza)
     mf.write_manifest(layout, m)
     return register(m, ctx)
+
+
+def _place_copy(path: Path, folder: Path, layout: Any, ctx: ItemContext) -> Path:
+    """``path`` inside ``folder`` (it stays when already there): a hard link when the file system allows, else a copy.
+    The user's file is never moved."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return path
+    except ValueError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / path.name
+    n = 2
+    while dest.exists():
+        if dest.is_file() and path.is_file() and dest.stat().st_size == path.stat().st_size \
+                and mf.sha256_file(dest, ctx.cancel) == mf.sha256_file(path, ctx.cancel):
+            return dest  # the same bytes are there already
+        dest = folder / f"{path.stem}-{n}{path.suffix}"
+        n += 1
+    if path.is_dir():
+        shutil.copytree(path, dest, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(path), str(dest))
+    ctx.note(f"{path.name}: placed in {layout.relative(dest)} (where InvokeAI 2.3.5 looks for it)")
+    return dest
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
 
 
 def _convert_and_register(src: Path, spec: Spec, ctx: ItemContext, conv_key: str, vae: Any, *, source_sha: dict[str, str],
                           reuse: mf.Manifest | None = None,
                           probe_result: ProbeResult | None = None, revision: str | None = None, source_text: str | None = None) -> Installed:
-    """Convert a single-file main model into ``models/diffusers/<name>`` and register that."""
+    """Convert a single-file main model into ``models/converted_ckpts/<name>`` and register that."""
     layout = ctx.layout
     pr = probe_result or probe(src)
     prediction = prediction_type(pr, ctx, spec.label)
-    name, dest = choose_dir_dest(ctx, spec.base_name, layout.kind_dir("main-diffusers"), reuse=reuse)
+    name, dest = choose_dir_dest(ctx, spec.base_name, layout.converted_dir, reuse=reuse)
     tmp = layout.partial_dir / f"convert-{key_hash(conv_key)}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -331,7 +444,7 @@ def _convert_and_register(src: Path, spec: Spec, ctx: ItemContext, conv_key: str
     prefix_tmp, prefix_dest = layout.relative(tmp), layout.relative(dest)
     files = tuple(dataclasses.replace(f, path=prefix_dest + f.path[len(prefix_tmp):]) for f in files)
     new_pr = probe(tmp)
-    stanza = stanza_for("main", new_pr, dest, spec, ctx, vae, single=False, source_path=src)
+    stanza = _stanza_or_none("main", new_pr, dest, spec, ctx, vae, single=False, source_path=src)
     m = mf.Manifest(name=name, key=conv_key, source=source_text or spec.label, kind="main", format="diffusers",
                     path=prefix_dest, files=files, revision=revision, state="placed",
                     source_sha256=tuple(sorted(source_sha.items())), stanza=stanza)
@@ -366,6 +479,8 @@ def _resume_from_manifest(m: mf.Manifest, spec: Spec, ctx: ItemContext, vae: Any
     stanza = ctx.registry.load().get(m.name)
     if m.state == "installed" and (m.kind in UNREGISTERED_KINDS or not layout.has_registry):
         return Installed(m.name, layout.absolute(m.path), m.kind, "skipped", "already installed (files for other UIs)")
+    if m.state == "installed" and not m.stanza and stanza is None:
+        return Installed(m.name, layout.absolute(m.path), m.kind, "skipped", "already installed")
     if m.state == "installed" and stanza is not None and same_place(layout, stanza, m):
         if vae is not None and stanza.get("vae") != vae_for_stanza(stanza, vae):
             with ctx.registry.transaction() as doc:

@@ -37,6 +37,10 @@ class InstallPlan:
     :param locked: models of a lock file (``share.lockfile.LockedModel``), reproduced byte for byte.
     :param lock_files: a folder to take locked files from (found by size and sha256) instead of the network.
     :param delete_original: with ``convert_models``, delete each converted checkpoint (only inside ``models/``).
+    :param support_models: also install the support models InvokeAI 2.3.5 needs to load checkpoint
+        (``format: ckpt``) models: CLIP, the safety checker, the SD-2 text encoder (``install.support``).
+    :param download_unsupported: download (and keep, unregistered) a model InvokeAI 2.3.5 cannot run, e.g.
+        SDXL, instead of refusing it (``--download-unsupported``).
     :param prediction_type: answer for SD2 checkpoints whose prediction type is
         undecided; ``None`` means ask (the front end's callback), or skip the item
         when nobody can answer.
@@ -62,6 +66,8 @@ class InstallPlan:
     in_place: bool = False
     lock_files: Optional[Path] = None
     allow_suspicious: tuple[str, ...] = ()
+    support_models: bool = False
+    download_unsupported: bool = False
     extra: tuple[tuple[str, str], ...] = field(default=())  # reserved for front-end notes
 
     def is_empty(self) -> bool:
@@ -72,6 +78,7 @@ class InstallPlan:
             or self.imports
             or self.convert_models
             or self.locked
+            or self.support_models
             or self.scan_dir is not None
             or self.autoscan is not None
         )

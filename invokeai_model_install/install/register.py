@@ -31,7 +31,14 @@ def register(m: mf.Manifest, ctx: ItemContext) -> Installed:
         mf.write_manifest(layout, m)
         ctx.note(f"{m.name}: kept in {layout.relative(layout.absolute(m.path))} for other UIs (`link comfyui`/`link a1111`); "
                  "InvokeAI 2.3 does not load this kind, so models.yaml is left alone")
+        ctx.emit(ItemRegistered(name=m.name, path=m.path))  # "installed as NAME": the front ends' end of an item
         return Installed(m.name, layout.absolute(m.path), m.kind, "installed")
+    if not m.stanza:  # a kind a 2.3 root must not list (VAE, LoRA, embedding, ControlNet, SDXL kept on request)
+        m = dataclasses.replace(m, state="installed")
+        mf.write_manifest(layout, m)
+        ctx.note(unregistered_note(m))
+        ctx.emit(ItemRegistered(name=m.name, path=m.path))  # "installed as NAME": the front ends' end of an item
+        return Installed(m.name, layout.absolute(m.path), m.kind, "installed", unregistered_note(m))
     stanza = dict(m.stanza)
     default_wanted = bool(stanza.pop("default", False))
     with ctx.registry.transaction() as doc:
@@ -53,6 +60,17 @@ def register(m: mf.Manifest, ctx: ItemContext) -> Installed:
     mf.write_manifest(layout, m)
     ctx.emit(ItemRegistered(name=name, path=m.path))
     return Installed(name, layout.absolute(m.path), m.kind, "installed")
+
+
+def unregistered_note(m: mf.Manifest) -> str:
+    """Where a model without a models.yaml stanza is, and how InvokeAI 2.3.5 uses it (one line)."""
+    how = {
+        "lora": "InvokeAI 2.3.5 lists LoRAs from this folder (use it in a prompt as withLora(name))",
+        "embedding": "InvokeAI 2.3.5 loads every embedding in this folder (use it in a prompt as <name>)",
+        "vae": f"give it to a model with `invokeai-model-install edit MODEL --vae {m.name}`",
+        "controlnet": "InvokeAI 2.3.5 has no ControlNet loader; kept for other UIs",
+    }.get(m.kind, "not registered in models.yaml: InvokeAI 2.3.5 cannot run it; kept for other UIs")
+    return f"{m.name}: in {m.path}; {how}"
 
 
 def registered_elsewhere(starter: StarterModel, ctx: ItemContext) -> Installed | None:

@@ -21,9 +21,18 @@ def remove_model(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
             removed = doc.remove(name)
             remaining = {k: dict(v) for k, v in doc.stanzas.items()}
     if removed is None:
-        if not ctx.plan.purge or mf.read_manifest(ctx.layout, name) is None:
+        record = mf.read_manifest(ctx.layout, name)
+        if record is None:
             raise NotInstalled(f"{name} is not installed")
-        removed, remaining = dict(mf.read_manifest(ctx.layout, name).stanza), ctx.registry.load()  # type: ignore[union-attr]
+        if not ctx.plan.purge:
+            if not record.stanza:
+                raise NotInstalled(f"{name} has no models.yaml stanza (a {record.kind} in {record.path}); "
+                                   "--purge deletes its files")
+            raise NotInstalled(f"{name} is not installed")
+        record = mf.read_manifest(ctx.layout, name)
+        assert record is not None
+        # a model without a stanza (VAE, LoRA, embedding ... in a 2.3 root): its files are where the manifest says
+        removed, remaining = (dict(record.stanza) or {"path": record.path}), ctx.registry.load()
     purged: tuple[str, ...] = ()
     kept_msg = ""
     if ctx.plan.purge:

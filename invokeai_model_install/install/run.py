@@ -107,6 +107,11 @@ def build_items(plan: InstallPlan, layout: RootLayout, catalog_path: Path | None
                 items.append(WorkItem(id=next_id(), label=key, action="invalid", line=key, error=err))
             else:
                 items.append(WorkItem(id=next_id(), label=key, line=key, starter=starter))
+    if plan.support_models:
+        from invokeai_model_install.install.support import SUPPORT_MODELS
+
+        for repo in SUPPORT_MODELS:
+            items.append(WorkItem(id=next_id(), label=repo.label, action="support", line=repo.repo_id, source=repo))
     seen: set[str] = set()
     for line in plan.imports:
         for entry in _parse_line(line):
@@ -205,6 +210,23 @@ def _apply_autoscan(plan: InstallPlan, layout: RootLayout, on_event: EventSink) 
             on_event(ItemNote(message=f"{layout.init_file}: the startup scan (--autoconvert) is off"))
 
 
+def _run_one(item: WorkItem, ctx: ItemContext) -> ItemOutcome:
+    if item.action == "support":  # the support models InvokeAI 2.3.5 needs for checkpoints (install/support.py)
+        from invokeai_model_install.install.support import install_support_item
+
+        return install_support_item(item, ctx)
+    return run_item(item, ctx)
+
+
+def _migrate(layout: RootLayout, on_event: EventSink) -> None:
+    """A root written by an earlier version of this package: moved to the InvokeAI 2.3.5 layout first."""
+    if layout.flavour != "invokeai" or not layout.has_registry:
+        return
+    from invokeai_model_install.install.migrate import migrate_root
+
+    migrate_root(layout, note=lambda line: on_event(ItemNote(message=line)))
+
+
 def run_plan(
     plan: InstallPlan,
     layout: RootLayout,
@@ -227,6 +249,7 @@ def run_plan(
     cancelled = False
     try:
         try:
+            _migrate(layout, on_event)
             _apply_autoscan(plan, layout, on_event)
             items = build_items(plan, layout, catalog_path)
         except OSError as exc:  # e.g. a read-only invokeai.init
@@ -251,7 +274,7 @@ def run_plan(
         emit(ItemStarted(label=item.label))
         ctx = ItemContext(layout=layout, plan=plan, settings=settings, emit=emit, ask=ask, cancel=cancel)
         try:
-            outcome = run_item(item, ctx)
+            outcome = _run_one(item, ctx)
             if outcome.status == "skipped":
                 emit(ItemSkipped(reason=outcome.message))
         except (SkippedByUser, NotInstalled) as err:
@@ -293,6 +316,8 @@ def _known_total(items: list[WorkItem]) -> int:
     for item in items:
         if item.action == "locked":
             total += item.source.total_size
+        if item.action == "support":
+            total += item.source.size
             continue
         if item.action != "install":
             continue

@@ -203,3 +203,37 @@ def resolve_hub(src: HubSource, settings: DownloadSettings, precision: str = "fp
         )
     single = models[0]
     return done([single], posixpath.dirname(single.path) + "/" if "/" in single.path else "", None, src.label)
+
+
+def resolve_hub_files(src: HubSource, settings: DownloadSettings, select) -> Resolved:
+    """Exactly the files ``select`` picks from a repo, pinned to its commit.
+
+    ``select(paths)`` gets every file path in the repo and returns the ones to fetch (in any order);
+    it raises :class:`NotFoundError` when a file it needs is missing.  Used for the support models
+    (a few named files of a large repo).
+    """
+    endpoint = settings.hf_endpoint.rstrip("/")
+    if settings.offline:
+        raise OfflineError(f"{src.label}: offline mode is on (HF_HUB_OFFLINE); the hub cannot be asked for this repo")
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=settings.hf_token or False)
+    try:
+        info = api.model_info(src.repo_id, revision=src.revision, files_metadata=True, timeout=settings.connect_timeout + settings.read_timeout)
+    except Exception as exc:  # noqa: BLE001 - every failure is mapped in http_errors
+        raise http_errors.from_hf_exception(exc, repo_id=src.repo_id, endpoint=endpoint, revision=src.revision) from None
+    commit = info.sha or src.revision or "main"
+    sibs = {}
+    for s in info.siblings or []:
+        lfs = getattr(s, "lfs", None)
+        sibs[s.rfilename] = s
+    files = []
+    for path in sorted(select(list(sibs))):
+        s = sibs[path]
+        lfs = getattr(s, "lfs", None)
+        size = int(s.size if s.size is not None else (lfs.size if lfs else -1))
+        files.append(RemoteFile(_file_url(endpoint, src.repo_id, commit, path), safe_relpath(path, src.label), size,
+                                getattr(lfs, "sha256", None) if lfs else None,
+                                git_oid=None if lfs else getattr(s, "blob_id", None)))
+    return Resolved(files=tuple(files), commit=commit, label=src.label, kind_hint="support",
+                    total_size=sum(max(0, f.size) for f in files), repo_id=src.repo_id)

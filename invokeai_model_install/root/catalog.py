@@ -34,7 +34,11 @@ _FIELDS = {
     "fallback_repo_ids",
     "sha256",
     "file",
+    "requires",
 }
+
+#: ``requires:`` values: what an entry needs to run.  Anything without it runs in InvokeAI 2.3.
+_REQUIRES = re.compile(r"^invokeai\s*>=\s*(\d+)(?:\.\d+)*$")
 _VAE_FIELDS = {"repo_id", "path", "subfolder"}
 
 
@@ -68,6 +72,22 @@ class StarterModel:
     fallback_repo_ids: tuple[str, ...] = ()
     sha256: str | None = None
     file: str | None = None
+    requires: str | None = None
+
+    @property
+    def runs_in_invokeai23(self) -> bool:
+        """False when ``requires`` names an InvokeAI newer than 2.3 (e.g. ``invokeai>=3`` for SDXL)."""
+        if not self.requires:
+            return True
+        m = _REQUIRES.match(self.requires)
+        return m is None or int(m.group(1)) < 3 or self.requires.replace(" ", "") in ("invokeai>=2", "invokeai>=2.3")
+
+    @property
+    def runs_in(self) -> tuple[str, ...]:
+        """Where it runs, for display: ``("InvokeAI 2.3", ...)`` or ``("InvokeAI 3+", "ComfyUI")``."""
+        if self.runs_in_invokeai23:
+            return ("InvokeAI 2.3", "InvokeAI 3+", "ComfyUI")
+        return ("InvokeAI 3+", "ComfyUI")
 
     @property
     def repo_ids(self) -> tuple[str, ...]:
@@ -185,6 +205,10 @@ def _parse_entry(key: Any, entry: Any, problems: list[str]) -> StarterModel | No
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         bad("size", f"must be a whole number of bytes >= 0, got {size!r}")
 
+    requires = entry.get("requires")
+    if requires is not None and (not isinstance(requires, str) or not _REQUIRES.match(requires.strip())):
+        bad("requires", f"must look like 'invokeai>=3', got {requires!r}")
+
     license_url = entry.get("license")
     if license_url is not None and (not isinstance(license_url, str) or not license_url.strip()):
         bad("license", "must be a URL string")
@@ -204,6 +228,7 @@ def _parse_entry(key: Any, entry: Any, problems: list[str]) -> StarterModel | No
         fallback_repo_ids=tuple(fallbacks),
         sha256=sha256,
         file=file,
+        requires=requires.strip() if isinstance(requires, str) else None,
     )
 
 
@@ -233,8 +258,8 @@ def _parse_vae(raw: Any, bad) -> VaeRef | None:
 
 
 def recommended_keys(catalog: dict[str, StarterModel]) -> list[str]:
-    """Keys of the recommended starters, in catalogue order."""
-    return [key for key, model in catalog.items() if model.recommended]
+    """Keys of the recommended starters that run in an InvokeAI 2.3 root, in catalogue order."""
+    return [key for key, model in catalog.items() if model.recommended and model.runs_in_invokeai23]
 
 
 def support_models(catalog: dict[str, StarterModel]) -> list[VaeRef]:

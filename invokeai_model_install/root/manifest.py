@@ -10,8 +10,8 @@ Example (``models/.manifests/stable-diffusion-1.5.json``)::
 
     {"version": 1, "name": "stable-diffusion-1.5", "key": "hub:stable-diffusion-v1-5/stable-diffusion-v1-5",
      "source": "stable-diffusion-v1-5/stable-diffusion-v1-5", "revision": "39593d5650112b4cc580433f6b0435385882d819",
-     "kind": "main", "format": "diffusers", "state": "installed", "path": "models/diffusers/stable-diffusion-1.5",
-     "files": [{"path": "models/diffusers/stable-diffusion-1.5/unet/diffusion_pytorch_model.safetensors",
+     "kind": "main", "format": "diffusers", "state": "installed", "path": "models/sd/stable-diffusion-1.5",
+     "files": [{"path": "models/sd/stable-diffusion-1.5/unet/diffusion_pytorch_model.safetensors",
                 "size": 3438167536, "sha256": "...", "mtime_ns": 1700000000000000000}, ...],
      "source_sha256": {}, "stanza": {...}, "installed_at": "2026-11-23T12:40:00Z"}
 
@@ -44,6 +44,10 @@ class FileRecord:
     size: int
     sha256: str
     mtime_ns: int = 0
+    #: the bytes as downloaded, when we rewrote the file for InvokeAI 2.3.5 (convert/invokeai23.py): a lock file
+    #: fetches those from the hub and rewrites them again; "" / -1 when the file is as downloaded
+    source_sha256: str = ""
+    source_size: int = -1
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,17 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["version"] = VERSION
-        data["files"] = [asdict(f) for f in self.files]
+        data["files"] = [{k: v for k, v in asdict(f).items() if k not in ("source_sha256", "source_size") or f.source_sha256}
+                         for f in self.files]
         data["source_sha256"] = dict(self.source_sha256)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Manifest":
         files = tuple(
-            FileRecord(str(f["path"]), int(f["size"]), str(f["sha256"]), int(f.get("mtime_ns", 0))) for f in data.get("files", ())
+            FileRecord(str(f["path"]), int(f["size"]), str(f["sha256"]), int(f.get("mtime_ns", 0)),
+                       str(f.get("source_sha256") or ""), int(f.get("source_size", -1)))
+            for f in data.get("files", ())
         )
         return cls(
             name=str(data["name"]),
@@ -154,6 +161,13 @@ def all_manifests(layout: RootLayout) -> Iterator[Manifest]:
         m = _load(path)
         if m is not None:
             yield m
+
+
+def unregistered(layout: RootLayout) -> list[Manifest]:
+    """Installed models without a models.yaml stanza: VAEs, LoRAs, embeddings, ControlNets (InvokeAI 2.3.5
+    would list a stanza of theirs as a main model) and models it cannot run that were kept on request.
+    Support models (kind ``support``) are not models and are left out."""
+    return [m for m in all_manifests(layout) if m.state == "installed" and not m.stanza and m.kind != "support"]
 
 
 def find_by_key(layout: RootLayout, key: str) -> list[Manifest]:
@@ -232,6 +246,8 @@ def known_paths_and_hashes(layout: RootLayout) -> tuple[set[Path], set[str]]:
         for rec in m.files:
             paths.add(_resolve(layout.absolute(rec.path)))
             hashes.add(rec.sha256)
+            if rec.source_sha256:  # the bytes as they came, before a rewrite for InvokeAI 2.3.5
+                hashes.add(rec.source_sha256)
         if m.path:
             paths.add(_resolve(layout.absolute(m.path)))
         for src, digest in m.source_sha256:

@@ -14,7 +14,7 @@ Two stanza kinds are understood (InvokeAI 2.3's formats)::
 
     arabian-nights-1.1:                      # diffusers
       description: An even better fine-tune
-      repo_id: captahab/arabian-nights-1.1   # or path: models/diffusers/...
+      repo_id: captahab/arabian-nights-1.1   # or path: models/sd/... (never models/diffusers)
       format: diffusers
       vae: {repo_id: stabilityai/sd-vae-ft-mse}   # or {path: ...}
       default: true
@@ -156,15 +156,14 @@ def stanza_format(stanza: dict[str, Any]) -> str:
 
 
 def _protected(path: Path, layout: "RootLayout") -> bool:
-    """``models/`` itself and its top-level folders are never deleted, even when a stanza points at them."""
+    """``models/``, the per-kind folders (``loras/``, ``embeddings/``, ``models/sd`` ...) and the top-level
+    folders of ``models/`` are never deleted, even when a stanza points at them."""
     resolved = path.resolve()
-    models = layout.models_dir.resolve()
-    if resolved == models:
+    if any(resolved == folder.resolve() for folder in layout.folders()):
         return True
-    from invokeai_model_install.root.layout import KIND_DIRS
-
-    # the per-kind folders, our own (.partial, .manifests), and shared folders of older InvokeAI layouts
-    shared = set(KIND_DIRS.values()) | {"hub", "ldm", "core"}
+    models = layout.models_dir.resolve()
+    # our own folders (.partial, .manifests), and shared folders of older InvokeAI layouts
+    shared = {"hub", "ldm", "core", "diffusers", "lora", "embeddings", "converted_ckpts"}
     return resolved.parent == models and (resolved.name in shared or resolved.name.startswith("."))
 
 

@@ -87,6 +87,8 @@ def diffusers_folders(layout: RootLayout) -> list[Path]:
 
 
 def _inside_diffusers_folder(f: Path, base: Path) -> bool:
+    if (base / "config.json").exists() or (base / "model_index.json").exists():
+        return True  # the base itself is a diffusers component (a hub VAE's snapshot in models/hub)
     for parent in f.relative_to(base).parents:
         if parent == Path("."):
             break

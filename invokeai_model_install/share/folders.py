@@ -30,6 +30,14 @@ def root_folders(layout: RootLayout) -> dict[str, list[Path]]:
         extra = getattr(layout, attr, None)
         if isinstance(extra, Path) and extra not in out.setdefault(kind, []):
             out[kind].append(extra)
+    # diffusers VAEs from the hub live in the HF cache InvokeAI 2.3.5 reads (models/hub/models--org--name/snapshots/C)
+    from invokeai_model_install.root import manifest as mf
+
+    hub = getattr(layout, "hub_dir", None)
+    for m in mf.all_manifests(layout):
+        folder = layout.absolute(m.path)
+        if m.kind == "vae" and isinstance(hub, Path) and hub in folder.parents and folder not in out.setdefault("vae", []):
+            out["vae"].append(folder)
     return out
 
 

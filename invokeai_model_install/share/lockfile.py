@@ -54,6 +54,10 @@ class LockedFile:
     path: str  # as stored in the manifest: root-relative inside the root, else absolute
     size: int
     sha256: str
+    #: the bytes on the server when the installer rewrote the file for InvokeAI 2.3.5 (convert/invokeai23.py):
+    #: fetched and checked as such, rewritten the same way, then checked against ``sha256``
+    source_sha256: str = ""
+    source_size: int = -1
 
 
 @dataclass(frozen=True)
@@ -133,12 +137,16 @@ def freeze(layout: RootLayout) -> dict[str, Any]:
     models = []
     for m in mf.all_manifests(layout):
         # registered models, and the files kept for other UIs (upscalers ...: a manifest, no stanza)
-        if m.state != "installed" or (m.name not in stanzas and m.kind not in UNREGISTERED_KINDS and layout.has_registry):
+        # (a 2.3 root keeps VAEs, LoRAs and embeddings without a stanza, too; support models are not models)
+        if m.state != "installed" or m.kind == "support" or (
+                m.name not in stanzas and m.kind not in UNREGISTERED_KINDS and layout.has_registry and m.stanza):
             continue
         entry: dict[str, Any] = {
             "name": m.name, "kind": m.kind, "format": m.format, "path": m.path, "source": m.source, "key": m.key,
             "revision": m.revision, "origin": origin_of(m), "stanza": stanzas.get(m.name, {}),
-            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in m.files],
+            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256,
+                       **({"source_sha256": f.source_sha256, "source_size": f.source_size} if f.source_sha256 else {})}
+                      for f in m.files],
         }
         models.append(entry)
     return {"lock_version": LOCK_VERSION, "frozen_from": str(layout.root),
@@ -184,7 +192,11 @@ def parse_locked(value: Any, problems: list[str]) -> tuple[LockedModel, ...]:
                 sha = str(f["sha256"]).lower()
                 if not re.fullmatch(r"[0-9a-f]{64}", sha):
                     raise ValueError
-                files.append(LockedFile(str(f["path"]), int(f["size"]), sha))
+                source = str(f.get("source_sha256") or "").lower()
+                if source and not re.fullmatch(r"[0-9a-f]{64}", source):
+                    raise ValueError
+                files.append(LockedFile(str(f["path"]), int(f["size"]), sha, source,
+                                        int(f.get("source_size", -1)) if source else -1))
             except (KeyError, TypeError, ValueError):
                 problems.append(f"{where}.files[{j}] needs path, size and a 64-hex sha256")
         if not files:
@@ -289,7 +301,7 @@ def installed_already(layout: RootLayout, model: LockedModel) -> bool:
         return False
     from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 
-    if model.kind not in UNREGISTERED_KINDS and layout.has_registry:
+    if model.kind not in UNREGISTERED_KINDS and layout.has_registry and model.stanza:
         stanza = Registry(layout.models_yaml).load().get(model.name) if layout.models_yaml.exists() else None
         if stanza is None:
             return False
@@ -381,13 +393,22 @@ def _fetch(model: LockedModel, staged: Path, layout: RootLayout, settings: Any, 
         rf = r.files[0]
         if rf.size >= 0 and rf.size != f.size:
             raise LockMismatchError(f"{model.name}: {model.rel(f)} at {origin['url']} is {rf.size} bytes, the lock says {f.size}")
-        resolved = dataclasses.replace(r, files=(dataclasses.replace(rf, relpath=model.rel(f), sha256=f.sha256, size=f.size),))
+        resolved = dataclasses.replace(r, files=(dataclasses.replace(rf, relpath=model.rel(f), sha256=f.source_sha256 or f.sha256,
+                                                                     size=f.source_size if f.source_sha256 else f.size),))
     else:
         why = "it was converted from a checkpoint" if "converted_from" in origin else "it was registered from a local file"
         raise LockMismatchError(f"{model.name}: its files are not at {model.path} and {why}, so no server has them",
                                 "pass --lock-files FOLDER holding a copy of them, e.g. the original root's models folder")
     stage("download", f"{model.name}: {len(resolved.files)} file(s)")
     result = download(resolved, staged, partial_dir=layout.partial_dir, settings=settings, on_event=on_event, cancel=cancel)
+    if any(f.source_sha256 for f in model.files):  # rewritten for InvokeAI 2.3.5 at install time: the same rewrite again
+        from invokeai_model_install.convert.invokeai23 import fix_diffusers_folder, fix_embedding
+
+        if model.format == "diffusers":
+            fix_diffusers_folder(staged)
+        else:
+            for p in result.paths.values():
+                fix_embedding(Path(p))
     by_rel = {model.rel(f): f.path for f in model.files}
     return int(result.fetched_bytes or 0), {by_rel[rel]: p for rel, p in result.paths.items()}
 
@@ -436,12 +457,13 @@ def _resolve_hub_locked(model: LockedModel, origin: dict[str, Any], settings: An
     for rf in r.files:
         rel = mapping[rf.relpath]
         f = wanted[rel]
-        if rf.size >= 0 and rf.size != f.size:
-            raise LockMismatchError(f"{model.name}: {rel} on the hub ({label}) is {rf.size} bytes, the lock says {f.size}")
-        if rf.sha256 and rf.sha256.lower() != f.sha256:
+        want_size, want_sha = (f.source_size, f.source_sha256) if f.source_sha256 else (f.size, f.sha256)
+        if rf.size >= 0 and rf.size != want_size:
+            raise LockMismatchError(f"{model.name}: {rel} on the hub ({label}) is {rf.size} bytes, the lock says {want_size}")
+        if rf.sha256 and rf.sha256.lower() != want_sha:
             raise LockMismatchError(f"{model.name}: {rel} on the hub ({label}) has sha256 {rf.sha256[:12]}..., "
-                                    f"the lock says {f.sha256[:12]}... (changed on the server under the same revision)")
-        files.append(dataclasses.replace(rf, relpath=rel, sha256=f.sha256, size=f.size))
+                                    f"the lock says {want_sha[:12]}... (changed on the server under the same revision)")
+        files.append(dataclasses.replace(rf, relpath=rel, sha256=want_sha, size=want_size))
     return dataclasses.replace(r, files=tuple(files))
 
 
@@ -455,7 +477,8 @@ def _place(layout: RootLayout, model: LockedModel, sources: dict[str, Path]) -> 
                 raise RegistryError(f"{model.name}: {f.path} already belongs to model {owner!r} with other bytes",
                                     "delete that model first, or install the lock file into an empty root")
     m = mf.Manifest(name=model.name, key=model.key, source=model.source, kind=model.kind, format=model.format, path=model.path,
-                    files=tuple(mf.FileRecord(f.path, f.size, f.sha256, 0) for f in model.files), revision=model.revision,
+                    files=tuple(mf.FileRecord(f.path, f.size, f.sha256, 0, f.source_sha256, f.source_size) for f in model.files),
+                    revision=model.revision,
                     state="placed", stanza=model.stanza)
     mf.write_manifest(layout, m)
     for f in model.files:
@@ -464,13 +487,28 @@ def _place(layout: RootLayout, model: LockedModel, sources: dict[str, Path]) -> 
         src = sources[f.path]
         if src != dest:
             os.replace(src, dest)
+    _hf_refs(layout, model)
+
+
+def _hf_refs(layout: RootLayout, model: LockedModel) -> None:
+    """A model in the HF cache (``models/hub/models--org--name/snapshots/<commit>/...``, e.g. a hub VAE for
+    InvokeAI 2.3.5) needs ``refs/main`` = that commit, as the installer writes it."""
+    from invokeai_model_install.root.atomic import atomic_write_text
+
+    hub = getattr(layout, "hub_dir", None)
+    folder = layout.absolute(model.path)
+    if hub is None or hub not in folder.parents:
+        return
+    parts = folder.relative_to(hub).parts
+    if len(parts) >= 3 and parts[1] == "snapshots":
+        atomic_write_text(hub / parts[0] / "refs" / "main", parts[2])
 
 
 def _register(layout: RootLayout, model: LockedModel) -> None:
     from invokeai_model_install.identify.families import UNREGISTERED_KINDS
 
-    if model.kind not in UNREGISTERED_KINDS and layout.has_registry:  # files kept for other UIs, ComfyUI trees: no stanza
-        _add_stanza(layout, model)
+    if model.kind not in UNREGISTERED_KINDS and layout.has_registry and model.stanza:  # files kept for other UIs,
+        _add_stanza(layout, model)  # ComfyUI trees, a 2.3 root's VAEs/LoRAs/embeddings: no stanza, only a manifest
     m = mf.read_manifest(layout, model.name)
     if m is not None:
         files = []

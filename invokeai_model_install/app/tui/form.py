@@ -86,7 +86,8 @@ class ModelForm(npyscreen.FormBaseNew):
         else:
             header = "All starter models are installed." if catalog else "No starter models in the catalogue."
         self.add(npyscreen.FixedText, value=header, editable=False, color="LABEL")
-        preselect = [i for i, k in enumerate(self.new_keys) if data.first_run and getattr(catalog[k], "recommended", False)]
+        preselect = [i for i, k in enumerate(self.new_keys) if data.first_run and getattr(catalog[k], "recommended", False)
+                     and getattr(catalog[k], "runs_in_invokeai23", True)]
         self.w_new = self.add(
             npyscreen.MultiSelect,
             values=[self._label(k, label_w) for k in self.new_keys],
@@ -177,7 +178,8 @@ class ModelForm(npyscreen.FormBaseNew):
 
     def _label(self, key: str, width: int) -> str:
         m = self.data.catalog[key]
-        return model.starter_label(key, m.description, getattr(m, "size", 0), width, model.name_column(self.data.catalog))
+        description = m.description if getattr(m, "runs_in_invokeai23", True) else f"[needs InvokeAI 3+] {m.description}"
+        return model.starter_label(key, description, getattr(m, "size", 0), width, model.name_column(self.data.catalog))
 
     # --- live updates ---------------------------------------------------------------
 

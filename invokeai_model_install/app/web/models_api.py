@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from invokeai_model_install.formats.files import MODEL_SUFFIXES, model_paths
-from invokeai_model_install.errors import UnknownModelError, UsageError
+from invokeai_model_install.errors import ConversionError, NameClashError, UnknownModelError, UsageError
 from invokeai_model_install.root.layout import RootLayout
 
 #: At most this many names from one completion request.
@@ -92,8 +92,24 @@ def list_models(layout: RootLayout) -> list[dict[str, Any]]:
             "width": stanza.get("width"),
             "height": stanza.get("height"),
             "convertible": kind == "main" and fmt != "diffusers" and bool(stanza.get("weights")),
+            "registered": True,
         })
+    stanzas = {r["name"] for r in out}
+    for m in mf.unregistered(layout):  # a 2.3 root lists only main models: the rest is known from manifests
+        if m.name in stanzas:
+            continue
+        out.append({"name": m.name, "kind": m.kind, "base": "", "format": m.format, "size": m.total_size,
+                    "default": False, "description": f"not in models.yaml (InvokeAI 2.3.5 finds it in {m.path}); from {m.source}",
+                    "location": m.path, "vae": "", "config": "", "width": None, "height": None, "convertible": False,
+                    "registered": False})
     return out
+
+
+def _unregistered(layout: RootLayout, name: str):
+    from invokeai_model_install.root import manifest as mf
+
+    m = mf.read_manifest(layout, name)
+    return m if m is not None and not m.stanza and m.state == "installed" else None
 
 
 def _catalog(catalog_path: Path | None):
@@ -114,7 +130,8 @@ def list_starters(layout: RootLayout, catalog_path: Path | None) -> list[dict[st
     for key, s in _catalog(catalog_path).items():
         installed_as = key if key in stanzas else next((repos[r] for r in s.repo_ids if r in repos), "")
         out.append({"key": key, "description": s.description, "repo_id": s.repo_id, "format": s.format, "size": s.size,
-                    "recommended": s.recommended, "default": s.default, "license": s.license or "",
+                    "recommended": s.recommended and s.runs_in_invokeai23, "default": s.default, "license": s.license or "",
+                    "requires": s.requires or "", "runs_in": list(s.runs_in),
                     "installed": bool(installed_as), "installed_as": installed_as})
     return out
 
@@ -170,6 +187,10 @@ def edit_model(layout: RootLayout, name: str, changes: dict[str, Any]) -> dict[s
         raise UsageError(f"{new_name!r} is not a valid model name",
                          f"use letters, digits and . _ + & - (e.g. {sanitize_name(new_name)!r})")
     reg = _registry(layout)
+    if new_name is not None and new_name != name and mf.read_manifest(layout, new_name) is not None:
+        raise NameClashError(f"a model named {new_name!r} is already installed")
+    if reg.load().get(name) is None and _unregistered(layout, name) is not None:
+        raise UsageError(f"{name} has no models.yaml stanza to edit (InvokeAI 2.3.5 lists only main models)", "")
     with reg.transaction() as doc:
         stanza = doc.get(name)
         if stanza is None:
@@ -207,6 +228,13 @@ def delete_model(layout: RootLayout, name: str, *, purge: bool) -> dict[str, Any
     from invokeai_model_install.root import manifest as mf
     from invokeai_model_install.root.registry import purge_model_files
 
+    if _registry(layout).load().get(name) is None and (record := _unregistered(layout, name)) is not None:
+        if not purge:  # a LoRA, embedding, VAE ... without a stanza: deleting it means deleting its files
+            raise UsageError(f"{name} has no models.yaml stanza; delete it with its files (purge)", "")
+        deleted, kept = purge_model_files(layout, {"path": record.path}, _registry(layout).load())
+        mf.remove_manifest(layout, name)
+        return {"removed": name, "purged": True, "deleted": [str(p) for p in deleted],
+                "kept": [{"path": str(p), "why": why} for p, why in kept]}
     with _registry(layout).transaction() as doc:
         if doc.get(name) is None:
             raise _unknown(layout, name)
@@ -223,6 +251,9 @@ def delete_model(layout: RootLayout, name: str, *, purge: bool) -> dict[str, Any
 
 def make_default(layout: RootLayout, name: str) -> None:
     """``default NAME``, refusing models that are not main models (a VAE or LoRA cannot be the startup model)."""
+    record = _unregistered(layout, name) if _registry(layout).load().get(name) is None else None
+    if record is not None:
+        raise UsageError(f"{name} is a {record.kind}, not a main model; only a main model can be the default", "")
     with _registry(layout).transaction() as doc:
         stanza = doc.get(name)
         if stanza is None:

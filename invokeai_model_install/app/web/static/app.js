@@ -247,7 +247,8 @@ function renderStarters() {
     body.append(el("tr", { "data-key": s.key },
       el("td", {}, box),
       el("td", {}, el("span", { text: s.key }), s.installed ? el("span", { class: "pill installed", text: "installed" }) : null,
-        s.recommended && !s.installed ? el("span", { class: "pill", text: "recommended" }) : null),
+        s.recommended && !s.installed ? el("span", { class: "pill", text: "recommended" }) : null,
+        s.requires ? el("span", { class: "pill", title: "InvokeAI 2.3.5 cannot run it: not installed into this root", text: "needs InvokeAI 3+" }) : null),
       el("td", { class: "muted", text: s.description }),
       el("td", { class: "num", text: humanBytes(s.size) }),
     ));
