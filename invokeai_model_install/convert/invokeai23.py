@@ -24,6 +24,10 @@ def _is_vae_folder(folder: Path) -> bool:
 
 
 def _weights(folder: Path) -> list[Path]:
+    """The weights files of one component folder; none for a sharded set (its index names every key: renaming
+    keys would break it, and the SD 1.x/2.x components 2.3.5 runs are never sharded)."""
+    if any(folder.glob("*.index.json")):
+        return []
     return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in (".safetensors", ".bin"))
 
 

@@ -69,7 +69,8 @@ def manifest_pins(manifest: Any, resolved: Any, layout: Any) -> dict[str, str]:
     """Hashes an earlier install of the same revision recorded, by the resolved relpath they belong to."""
     if manifest is None or not getattr(manifest, "revision", None) or manifest.revision != getattr(resolved, "commit", None):
         return {}
-    recorded = {rec.path: rec.sha256 for rec in manifest.files if rec.sha256}
+    # a file rewritten for InvokeAI 2.3.5 (convert/invokeai23.py) was downloaded with source_sha256
+    recorded = {rec.path: (getattr(rec, "source_sha256", "") or rec.sha256) for rec in manifest.files if rec.sha256}
     if not recorded:
         return {}
     from invokeai_model_install.install.placement import _plain
