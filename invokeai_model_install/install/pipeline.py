@@ -149,7 +149,10 @@ def _install_starter_vae(starter: StarterModel, ctx: ItemContext) -> dict[str, s
     ctx.stage("vae", ref.repo_id)
     _install(spec, ctx, convert=False, vae=None)
     # 2.3.5 reads a diffusers VAE only through the HF cache (models/hub), where it was placed
-    return ref.as_stanza()
+    out = {"repo_id": ref.repo_id}
+    if ref.subfolder:
+        out["subfolder"] = ref.subfolder
+    return out
 
 
 def _install(spec: Spec, ctx: ItemContext, *, convert: bool, vae: Any) -> Installed:
