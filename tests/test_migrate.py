@@ -1,7 +1,7 @@
 """A root written by an earlier version of this package is moved to the InvokeAI 2.3.5 layout by a re-run.
 
 The old root is produced by the OLD code itself: the package as it was on main before issue 9
-(commit OLD_COMMIT, taken from this clone's git history with ``git archive``) runs against the
+(commit OLD_COMMIT, kept as ``tests/data/pre-issue9-package.tar.gz``, a ``git archive`` of it) runs against the
 stand-in hub and file server, exactly as a user's earlier installer did.  Then today's CLI re-runs on
 that root.  Checked: files moved (nothing under ``models/diffusers``, LoRAs in ``loras/``, embeddings in
 ``embeddings/``, the starter's VAE in the HF cache), stanzas rewritten (main models only, ``vae:
@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import io
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from tests.compat235 import layout_helpers as lh
 REPO = Path(__file__).resolve().parent.parent
 #: main just before issue 9 (the layout with models/diffusers, models/lora, VAE/LoRA/embedding stanzas)
 OLD_COMMIT = "d3459ba932520667b7dfab8ded7dc5f48a5c9a02"
+OLD_PACKAGE = Path(__file__).resolve().parent / "data" / "pre-issue9-package.tar.gz"
 
 CATALOG = """
 tiny-sd:
@@ -47,16 +47,13 @@ tiny-sd:
 
 @pytest.fixture(scope="module")
 def old_code(tmp_path_factory) -> Path:
-    """The package as it was before issue 9, unpacked from git history."""
+    """The package as it was before issue 9 (commit OLD_COMMIT), unpacked from a tarball kept in tests/data.
+
+    The tarball is ``git archive OLD_COMMIT invokeai_model_install configs | gzip``: kept in the tree rather than
+    read from git history so the test also runs in a shallow clone (CI may clone with --depth 1).
+    """
     dest = tmp_path_factory.mktemp("old-package")
-    proc = subprocess.run(["git", "-C", str(REPO), "archive", OLD_COMMIT, "invokeai_model_install", "configs"],
-                          capture_output=True, timeout=120)
-    if proc.returncode != 0:
-        msg = f"the pre-issue-9 package (git commit {OLD_COMMIT[:12]}) is not in this clone's history: {proc.stderr[-300:]!r}"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " (CI needs a full clone)", pytrace=False)
-        pytest.skip(msg)
-    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tf:
+    with tarfile.open(OLD_PACKAGE, "r:gz") as tf:
         tf.extractall(dest, filter="data")
     return dest
 
