@@ -34,6 +34,7 @@ from invokeai_model_install.app.configure import create_layout
 from invokeai_model_install.install.plan import InstallPlan
 from invokeai_model_install.install.run import run_plan
 from invokeai_model_install.net.settings import DownloadSettings
+from invokeai_model_install.root import manifest as mf
 from invokeai_model_install.root.layout import RootLayout
 from tests.modelgen import make_lora_file, make_vae_file
 
@@ -60,10 +61,13 @@ def registered(layout: RootLayout) -> dict[str, dict]:
 
 
 def check_registry(layout: RootLayout, served: dict[str, str], before: set[str]) -> dict[str, dict]:
-    """models.yaml parses, nothing registered before is lost, and every registered file is the file served."""
+    """models.yaml parses, nothing installed before is lost, and every installed file is the file served.
+
+    Installed models are the models.yaml stanzas (main models) plus the kinds InvokeAI 2.3.5 reads from its
+    folders without a stanza (VAE, LoRA, ...), which only their manifests record.  A file rewritten for 2.3.5
+    (VAE attention names) keeps the served file's hash as ``source_sha256``.
+    """
     stanzas = registered(layout)
-    lost = before - set(stanzas)
-    assert not lost, f"lost from models.yaml: {sorted(lost)}"
     for name, stanza in stanzas.items():
         where = stanza.get("path") or stanza.get("weights")
         if not where:
@@ -72,7 +76,21 @@ def check_registry(layout: RootLayout, served: dict[str, str], before: set[str])
         assert path.is_file(), f"{name}: {path} is missing"
         digest = sha256_of(path)
         assert digest in served.values(), f"{name}: {path} is not any file the server sent (corrupt file accepted)"
-    return stanzas
+    installed = dict(stanzas)
+    for manifest in mf.unregistered(layout):
+        for record in manifest.files:
+            path = layout.absolute(record.path)
+            assert path.is_file(), f"{manifest.name}: {path} is missing"
+            digest = sha256_of(path)
+            if record.source_sha256:
+                assert digest == record.sha256 and record.source_sha256 in served.values(), \
+                    f"{manifest.name}: {path} is not the served file rewritten (corrupt file accepted)"
+            else:
+                assert digest in served.values(), f"{manifest.name}: {path} is not any file the server sent"
+        installed[manifest.name] = {"path": manifest.path}
+    lost = before - set(installed)
+    assert not lost, f"lost: {sorted(lost)}"
+    return installed
 
 
 def make_files(folder: Path, rng: random.Random, n_rounds: int) -> list[list[tuple[str, str]]]:
