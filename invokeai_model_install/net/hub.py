@@ -112,15 +112,8 @@ def _file_url(endpoint: str, repo_id: str, commit: str, path: str) -> str:
     return f"{endpoint}/{repo_id}/resolve/{commit}/{urllib.parse.quote(path)}"
 
 
-def resolve_hub(src: HubSource, settings: DownloadSettings, precision: str = "fp16") -> Resolved:
-    """The files of a hub repo (or a subfolder, or one file) to fetch, pinned to the commit sha.
-
-    :param precision: ``"fp16"`` takes ``*.fp16.*`` variant weights where the repo has them.
-    :raises AuthError: gated repo (names the license page) or bad token.
-    :raises NotFoundError: no such repo, revision, subfolder or file.
-    :raises OfflineError: offline mode is on.
-    :raises DownloadError: the hub cannot be reached.
-    """
+def _repo_info(src: HubSource, settings: DownloadSettings) -> "tuple[str, object, str]":
+    """(endpoint, model_info with file metadata, pinned commit) of ``src``; every failure mapped in http_errors."""
     endpoint = settings.hf_endpoint.rstrip("/")
     if settings.offline:
         raise OfflineError(f"{src.label}: offline mode is on (HF_HUB_OFFLINE); the hub cannot be asked for this repo")
@@ -131,7 +124,19 @@ def resolve_hub(src: HubSource, settings: DownloadSettings, precision: str = "fp
         info = api.model_info(src.repo_id, revision=src.revision, files_metadata=True, timeout=settings.connect_timeout + settings.read_timeout)
     except Exception as exc:  # noqa: BLE001 - every failure is mapped in http_errors
         raise http_errors.from_hf_exception(exc, repo_id=src.repo_id, endpoint=endpoint, revision=src.revision) from None
-    commit = info.sha or src.revision or "main"
+    return endpoint, info, info.sha or src.revision or "main"
+
+
+def resolve_hub(src: HubSource, settings: DownloadSettings, precision: str = "fp16") -> Resolved:
+    """The files of a hub repo (or a subfolder, or one file) to fetch, pinned to the commit sha.
+
+    :param precision: ``"fp16"`` takes ``*.fp16.*`` variant weights where the repo has them.
+    :raises AuthError: gated repo (names the license page) or bad token.
+    :raises NotFoundError: no such repo, revision, subfolder or file.
+    :raises OfflineError: offline mode is on.
+    :raises DownloadError: the hub cannot be reached.
+    """
+    endpoint, info, commit = _repo_info(src, settings)
     sibs = {}
     for s in info.siblings or []:
         lfs = getattr(s, "lfs", None)
@@ -212,20 +217,9 @@ def resolve_hub_files(src: HubSource, settings: DownloadSettings, select) -> Res
     it raises :class:`NotFoundError` when a file it needs is missing.  Used for the support models
     (a few named files of a large repo).
     """
-    endpoint = settings.hf_endpoint.rstrip("/")
-    if settings.offline:
-        raise OfflineError(f"{src.label}: offline mode is on (HF_HUB_OFFLINE); the hub cannot be asked for this repo")
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=endpoint, token=settings.hf_token or False)
-    try:
-        info = api.model_info(src.repo_id, revision=src.revision, files_metadata=True, timeout=settings.connect_timeout + settings.read_timeout)
-    except Exception as exc:  # noqa: BLE001 - every failure is mapped in http_errors
-        raise http_errors.from_hf_exception(exc, repo_id=src.repo_id, endpoint=endpoint, revision=src.revision) from None
-    commit = info.sha or src.revision or "main"
+    endpoint, info, commit = _repo_info(src, settings)
     sibs = {}
     for s in info.siblings or []:
-        lfs = getattr(s, "lfs", None)
         sibs[s.rfilename] = s
     files = []
     for path in sorted(select(list(sibs))):
