@@ -10,10 +10,14 @@ Fixtures live in plugin modules, one per area, each owned by its module's tests:
 - ``tests.plugin_models``: tiny, structurally real Stable Diffusion models (session cache).
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 _HF_HOME = tempfile.mkdtemp(prefix="iami-hf-home-")
+# One per pytest session; without this every run left a folder in /tmp.
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 os.environ["HF_HOME"] = _HF_HOME
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
