@@ -9,6 +9,9 @@
    independent) or else a hard link, through a temporary name and ``os.replace`` (atomic: the path always
    holds a complete file).  Right before replacing, the kept file and the duplicate are hashed again
    and their size and mtime re-checked: a file modified since the scan is never merged.
+   Files that already share all their blocks (reflinked by an earlier run, ``cp --reflink``) are one
+   copy already, like hard links: they are left alone and not counted (FIEMAP tells; a size whose files
+   all share the same blocks is not even hashed).
 4. Manifests of the root get the new mtimes, so ``verify``'s quick check stays quick.
 
 Files on different filesystems cannot share bytes: they are reported, not touched.
@@ -30,6 +33,12 @@ from invokeai_model_install.share import folders
 #: files smaller than this are left alone by default (configs and tokenizer files that a user may edit in place)
 DEFAULT_MIN_SIZE = 1 << 20
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+_FS_IOC_FIEMAP = 0xC020660B  # linux/fs.h: _IOWR('f', 11, struct fiemap)
+_FIEMAP_FLAG_SYNC = 0x1
+_FIEMAP_EXTENT_LAST = 0x1
+_FIEMAP_EXTENT_SHARED = 0x2000
+# unknown location, delayed allocation, encoded, encrypted, inline: no physical address to compare
+_FIEMAP_EXTENT_VAGUE = 0x2 | 0x4 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400
 
 
 @dataclass
@@ -135,6 +144,42 @@ def _reflink(src: Path, dest: Path) -> bool:
         raise
 
 
+def _shared_extents(p: Path) -> tuple[tuple[int, int, int], ...] | None:
+    """``p``'s extents (logical, physical, length) when every one is shared with another file, else None.
+
+    Two files of one size with the same such map are the same blocks on disk: one copy already (a reflink).
+    None where FIEMAP is not available (not Linux, not supported by the filesystem) or a block is unshared.
+    """
+    try:
+        import fcntl
+        import struct
+    except ImportError:
+        return None
+    header = struct.Struct("=QQIIII")  # struct fiemap: start, length, flags, mapped, count, reserved
+    extent = struct.Struct("=QQQQQI12x")  # struct fiemap_extent: logical, physical, length, 2 reserved, flags
+    try:
+        with open(p, "rb") as fh:
+            buf = bytearray(header.pack(0, 0xFFFFFFFFFFFFFFFF, _FIEMAP_FLAG_SYNC, 0, 0, 0))
+            fcntl.ioctl(fh.fileno(), _FS_IOC_FIEMAP, buf)  # extent count 0: how many there are
+            count = header.unpack_from(buf)[3] + 8
+            if count > 100_000:
+                return None
+            buf = bytearray(header.pack(0, 0xFFFFFFFFFFFFFFFF, _FIEMAP_FLAG_SYNC, 0, count, 0)) + bytearray(extent.size * count)
+            fcntl.ioctl(fh.fileno(), _FS_IOC_FIEMAP, buf)
+    except OSError:
+        return None
+    mapped = header.unpack_from(buf)[3]
+    out = []
+    for i in range(mapped):
+        logical, physical, length, _, _, flags = extent.unpack_from(buf, header.size + i * extent.size)
+        if not flags & _FIEMAP_EXTENT_SHARED or flags & _FIEMAP_EXTENT_VAGUE:
+            return None
+        out.append((logical, physical, length))
+    if not out or not extent.unpack_from(buf, header.size + (mapped - 1) * extent.size)[5] & _FIEMAP_EXTENT_LAST:
+        return None  # empty, or more extents than we asked for (the file grew): not sure
+    return tuple(out)
+
+
 def _replace_with(keeper: Path, dup: Path, use_reflink: bool) -> str:
     tmp = dup.with_name(f".{dup.name}.dedupe-tmp")
     if tmp.exists():
@@ -171,11 +216,14 @@ def dedupe(
     by_size: dict[int, list[tuple[int, int]]] = {}
     for key, paths in by_inode.items():
         by_size.setdefault(paths[0].lstat().st_size, []).append(key)
-    models_dir = layout.models_dir.resolve()
+    root_dirs = _root_dirs(layout)
     replaced: dict[Path, Path] = {}
     for size, keys in sorted(by_size.items(), reverse=True):
         if len(keys) < 2:
             continue
+        extents = {key: _shared_extents(by_inode[key][0]) for key in keys}
+        if None not in extents.values() and len(set(extents.values())) == 1:
+            continue  # all these files are the same blocks on disk (reflinked): one copy already
         by_hash: dict[str, list[tuple[int, int]]] = {}
         stats: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         for key in keys:
@@ -196,7 +244,7 @@ def dedupe(
 
             def rank(key: tuple[int, int]) -> tuple:
                 paths = by_inode[key]
-                inside = any(_inside(p, models_dir) for p in paths)
+                inside = any(_inside(p, root_dirs) for p in paths)
                 return (not inside, -len(paths), str(sorted(paths)[0]))
 
             same.sort(key=rank)
@@ -209,6 +257,8 @@ def dedupe(
                     for p in by_inode[key]:
                         result.skipped.append((str(p), f"same bytes as {keeper} but on another filesystem; not merged"))
                     continue
+                if extents[key] is not None and extents[key] == extents[keeper_key]:
+                    continue  # already shares every block with the kept file (reflinked)
                 if dry_run:
                     group.duplicates += [str(p) for p in sorted(by_inode[key])]
                     group.methods += ["would"] * len(by_inode[key])
@@ -259,12 +309,26 @@ def _unchanged(p: Path, before: tuple[int, int, int, int], digest: str) -> bool:
         return False
 
 
-def _inside(p: Path, models_dir: Path) -> bool:
+def _root_dirs(layout: RootLayout) -> list[Path]:
+    """The root's own folders: ``models/`` and those outside it (a 2.3 root keeps ``loras/`` and ``embeddings/`` beside it)."""
+    dirs = [layout.models_dir] + [p for paths in folders.root_folders(layout).values() for p in paths]
+    out: list[Path] = []
+    for d in dirs:
+        try:
+            d = d.resolve()
+        except OSError:
+            continue
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def _inside(p: Path, dirs: list[Path]) -> bool:
     try:
-        p.resolve().relative_to(models_dir)
-        return True
-    except (ValueError, OSError):
+        p = p.resolve()
+    except OSError:
         return False
+    return any(p == d or d in p.parents for d in dirs)
 
 
 def _refresh_manifests(layout: RootLayout, paths: set[Path]) -> None:
