@@ -192,6 +192,11 @@ def _pairs(root, webui):
     )
 
 
+def _owner_mode(p: Path) -> tuple[int, int, int]:
+    st = p.stat()
+    return st.st_uid, st.st_gid, st.st_mode & 0o7777
+
+
 def test_on_a_reflink_filesystem_duplicates_become_reflinks_sharing_blocks(reflink_root, reflink_fs):
     root, webui = reflink_root
     pairs = _pairs(root, webui)
@@ -201,6 +206,10 @@ def test_on_a_reflink_filesystem_duplicates_become_reflinks_sharing_blocks(refli
         assert not any(shared for _, _, shared in reflinkfs.extents(ours) + reflinkfs.extents(theirs))
     expected = sum(ours.stat().st_size for ours, _ in pairs)
     inodes = {p: p.stat().st_ino for pair in pairs for p in pair}
+    os.chmod(pairs[0][1], 0o640)  # the user's copy: its permissions and owner stay its own
+    os.chown(pairs[0][1], 1234, 5678)
+    owner_mode = {theirs: _owner_mode(theirs) for _, theirs in pairs}
+    assert owner_mode[pairs[0][1]] == (1234, 5678, 0o640)
     free_before = reflinkfs.free_bytes(reflink_fs)
 
     result = dedupe.dedupe(root, min_size=1)
@@ -214,6 +223,7 @@ def test_on_a_reflink_filesystem_duplicates_become_reflinks_sharing_blocks(refli
         assert ours.stat().st_ino == inodes[ours] and theirs.stat().st_ino != ours.stat().st_ino
         assert ours.stat().st_nlink == 1 and theirs.stat().st_nlink == 1
         assert ours.read_bytes() == theirs.read_bytes()
+        assert _owner_mode(theirs) == owner_mode[theirs]
         # ... in the same blocks on disk, marked shared by the filesystem
         assert reflinkfs.extents(theirs) == reflinkfs.extents(ours)
         assert all(shared for _, _, shared in reflinkfs.extents(ours))

@@ -162,7 +162,13 @@ def test_offline_from_a_folder_of_files(tmp_path, hub_server, tiny_models, tiny_
     assert "tiny-lora-sd-1.safetensors" in capsys.readouterr().err
 
 
-def test_two_processes_installing_one_lock_into_one_shared_root(root_a, tmp_path, hub_server):
+@pytest.mark.parametrize("where", ["one machine", "two machines"])
+def test_two_processes_installing_one_lock_into_one_shared_root(root_a, tmp_path, hub_server, where):
+    """Two installers at once on one root; "two machines": the second as if on another machine (its own host
+    name and process ids: tests can share a disk between machines no other way here)."""
+    prefix: list[str] = []
+    if where == "two machines":
+        prefix = other_machine("machine-b")
     lock = tmp_path / "lock.yaml"
     freeze_to(root_a, lock)
     shared = tmp_path / "shared"
@@ -171,8 +177,8 @@ def test_two_processes_installing_one_lock_into_one_shared_root(root_a, tmp_path
     # --yes: the first one to run creates the root; both then install the same three models at once
     create_layout(RootLayout(shared))
     cmd.remove("--yes")
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=Path(__file__).parent.parent)
-             for _ in range(2)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=Path(__file__).parent.parent)
+             for argv in (cmd, prefix + cmd)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1].decode()[-2000:] for o in outs]
     statuses = sorted(o["status"] for out, _ in outs for o in json.loads(out)["items"])
@@ -202,3 +208,111 @@ def test_files_kept_for_other_uis_are_locked_too(tmp_path, file_server, capsys):
     capsys.readouterr()
     assert install(root_b.root, lock, "--json") == 0
     assert [o["status"] for o in json.loads(capsys.readouterr().out)["items"]] == ["skipped"]
+
+
+# --- one root shared by several machines: name reservations ---------------------------------------------
+# Choosing a model's name and path is reserved in models/.partial/locks/reserved until its manifest exists.
+# A reservation names its owner's machine: another machine's process ids mean nothing here.
+
+
+def _dead_pid() -> int:
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1 if Path("/proc/sys/kernel/pid_max").exists() else 2**31 - 2
+
+
+def _ctx(layout: RootLayout):
+    from invokeai_model_install.install.item import ItemContext
+
+    return ItemContext(layout=layout, plan=InstallPlan(), settings=None, emit=lambda e: None)
+
+
+def _reserved(layout: RootLayout) -> dict[str, str]:
+    folder = layout.partial_dir / "locks" / "reserved"
+    return {d["name"]: d["owner"] for d in (json.loads(f.read_text()) for f in folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def test_a_reservation_made_on_another_machine_holds_whatever_its_process_id(tmp_path):
+    from invokeai_model_install.install import placement
+
+    layout = RootLayout(tmp_path / "shared")
+    create_layout(layout)
+    folder = layout.partial_dir / "locks" / "reserved"
+    folder.mkdir(parents=True)
+    theirs = folder / "theirs.json"
+    # machine B is placing "model": its process id does not exist on this machine
+    theirs.write_text(json.dumps({"name": "model", "dest": None, "owner": f"{_dead_pid()}-1@machine-b"}))
+    assert placement.free_name(_ctx(layout), "model") == "model-2"
+    assert theirs.exists()
+    assert _reserved(layout)["model-2"].endswith("@" + placement._host())  # ours names this machine
+    placement.release_reservations(layout)
+    assert _reserved(layout) == {"model": f"{_dead_pid()}-1@machine-b"}
+    # an installer that died on machine B: its reservation is let go once it is old
+    old = os.path.getmtime(theirs) - placement.FOREIGN_RESERVATION_S - 60
+    os.utime(theirs, (old, old))
+    assert placement.free_name(_ctx(layout), "model") == "model" and not theirs.exists()
+    placement.release_reservations(layout)
+    # a reservation from before owners named their machine is this machine's: a dead process's is let go
+    theirs.write_text(json.dumps({"name": "model", "dest": None, "owner": f"{_dead_pid()}-1"}))
+    assert placement.free_name(_ctx(layout), "model") == "model" and not theirs.exists()
+
+
+_MACHINE_SCRIPT = """
+import sys
+from invokeai_model_install.install import placement
+from invokeai_model_install.install.item import ItemContext
+from invokeai_model_install.install.plan import InstallPlan
+from invokeai_model_install.root.layout import RootLayout
+
+from pathlib import Path
+layout = RootLayout(Path(sys.argv[1]))
+print(placement.free_name(ItemContext(layout=layout, plan=InstallPlan(), settings=None, emit=lambda e: None), "model"), flush=True)
+sys.stdin.readline()  # holds its reservation (it would be placing the files now) until told to finish
+placement.release_reservations(layout)
+"""
+
+
+def _other_machine_prefix(hostname: str) -> list[str] | str:
+    """argv prefix running a command as on another machine: its own host name and process ids (UTS and PID
+    namespaces); or why that cannot be done here."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return "needs root and unshare (util-linux) to give a process its own host name and process ids"
+    prefix = ["unshare", "--uts", "--pid", "--fork", "--mount-proc", "sh", "-c", 'hostname "$0" && exec "$@"', hostname]
+    done = subprocess.run(prefix + ["sh", "-c", "echo $$ $(hostname)"], capture_output=True, text=True)
+    if done.returncode != 0 or done.stdout.split() != ["1", hostname]:
+        return f"unshare cannot make a UTS and PID namespace here: {(done.stderr or done.stdout).strip()}"
+    return prefix
+
+
+def other_machine(hostname: str) -> list[str]:
+    """:func:`_other_machine_prefix`, or skip saying why (FAIL with ``CI`` set: ``.ci/run`` runs as root)."""
+    found = _other_machine_prefix(hostname)
+    if isinstance(found, str):
+        if os.environ.get("CI"):
+            pytest.fail(f"{found}; .ci/run runs as root: CI must test this", pytrace=False)
+        pytest.skip(found)
+    return found
+
+
+def test_two_machines_placing_models_into_one_shared_root_never_take_the_same_name(tmp_path):
+    """Two installers on one shared root, one of them as if on another machine (own host name, own process
+    ids), choose a name for a model of the same base name at the same time: each keeps its own."""
+    prefix = other_machine("machine-b")
+    layout = RootLayout(tmp_path / "shared")
+    create_layout(layout)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    argv = [sys.executable, "-c", _MACHINE_SCRIPT, str(layout.root)]
+    here = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    there = None
+    try:
+        name_here = here.stdout.readline().strip()
+        assert name_here == "model"
+        there = subprocess.Popen(prefix + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        name_there = there.stdout.readline().strip()
+        assert name_there == "model-2"  # "model" is still being placed on this machine
+        owners = _reserved(layout)
+        assert owners["model"].endswith(f"@{os.uname().nodename}") and owners["model-2"].endswith("@machine-b")
+    finally:
+        for p in (here, there):
+            if p is not None:
+                p.communicate("\n", timeout=60)
+    assert (here.returncode, there.returncode) == (0, 0)
+    assert _reserved(layout) == {}

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,10 @@ def strip_variants(folder: Path, rels: list[str]) -> dict[str, str]:
 # pick the same name or path.  The choice is made under ``models/.partial/locks/placement.lock`` and written
 # down at once as a reservation (``locks/reserved/<name>.json``: name, destination, owner); a manifest, written
 # later, then holds the name and the path.  Reservations of a process that is gone are ignored; each item's
-# own are dropped when it ends (pipeline ``_install``).
+# own are dropped when it ends (pipeline ``_install``).  The owner names its machine (``PID-THREAD@HOST``): on a
+# root shared over the network another machine's process ids mean nothing here, so its reservations hold
+# until they are FOREIGN_RESERVATION_S old (an installer that died there); older ones without a host are this
+# machine's.
 
 
 @contextlib.contextmanager
@@ -154,8 +158,29 @@ def _placement_lock(layout: RootLayout):
         yield
 
 
+#: a reservation written on another machine counts as left behind after this long (seconds)
+FOREIGN_RESERVATION_S = 24 * 3600
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname() or "localhost"
+
+
 def _owner() -> str:
-    return f"{os.getpid()}-{threading.get_ident()}"
+    return f"{os.getpid()}-{threading.get_ident()}@{_host()}"
+
+
+def _owner_gone(owner: str, reservation: Path) -> bool:
+    """True when the installer that wrote ``reservation`` is gone (its process, or for another machine: its age)."""
+    pid, _, host = owner.partition("@")
+    if host and host != _host():
+        try:
+            return time.time() - reservation.stat().st_mtime > FOREIGN_RESERVATION_S
+        except OSError:
+            return True
+    return not _pid_alive(pid.split("-")[0])
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -182,7 +207,7 @@ def _reservations(layout: RootLayout) -> list[tuple[Path, dict]]:
             data = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(data, dict) or not _pid_alive(str(data.get("owner", "")).split("-")[0]):
+        if not isinstance(data, dict) or _owner_gone(str(data.get("owner", "")), f):
             unlink_quiet(f)  # left by an installer that is gone
             continue
         out.append((f, data))
@@ -205,7 +230,7 @@ def _reserve(layout: RootLayout, name: str, dest: Path | None) -> None:
     folder = _reserved_dir(layout)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{hashlib.sha1(name.encode()).hexdigest()[:16]}.json"
-    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+    tmp = target.with_name(target.name + f".{os.getpid()}-{_host()}.tmp")
     tmp.write_text(json.dumps({"name": name, "dest": str(dest) if dest else None, "owner": _owner()}), encoding="utf-8")
     os.replace(tmp, target)
 

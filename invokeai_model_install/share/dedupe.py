@@ -188,6 +188,14 @@ def _replace_with(keeper: Path, dup: Path, use_reflink: bool) -> str:
     if method == "hardlink":
         os.link(keeper, tmp)
     try:
+        if method == "reflink":  # a new file: it keeps the duplicate's permissions (and owner, where we may)
+            st = dup.lstat()
+            os.chmod(tmp, st.st_mode & 0o7777)
+            if hasattr(os, "chown") and (st.st_uid, st.st_gid) != (tmp.lstat().st_uid, tmp.lstat().st_gid):
+                try:
+                    os.chown(tmp, st.st_uid, st.st_gid)
+                except PermissionError:
+                    pass
         os.replace(tmp, dup)
     except BaseException:
         tmp.unlink(missing_ok=True)
