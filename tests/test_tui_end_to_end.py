@@ -135,6 +135,76 @@ def test_install_starters_imports_and_a_scan_folder_from_the_form(root, catalog,
         assert term.wait_exit() == 0
 
 
+def _in_place_from_the_form(root: RootLayout, catalog: Path, folder: Path) -> str:
+    """Type ``folder`` into the import box, tick the in-place box, DONE; the progress screen's text at the end."""
+    with launch(root, catalog) as term:
+        term.wait_for("No starter models in the catalogue.")
+        # with nothing to select above it, the import box has the focus from the start
+        term.type(str(folder))
+        term.wait_for("+ 1 import line")
+        term.focus("Register local files and folders where they are (no copy)")
+        term.send(keys.SPACE)
+        term.wait_for("[X]  Register local files and folders where they are (no copy)")
+        assert "[ ]  Convert imported models" in term.text()
+        term.press("DONE")
+        term.wait_for("INSTALLING MODELS")
+        term.wait_for("Finished:", timeout=SLOW)
+        term.settle()
+        text = term.text()
+        term.press("EXIT", keys.TAB)
+        assert term.wait_exit() == 0, text
+    return text
+
+
+def test_in_place_import_from_the_form_registers_the_models_where_they_are(root, tiny_checkpoints, tiny_extras, tmp_path):
+    """The form's "Register ... where they are (no copy)" is the CLI's --in-place: a folder of models typed into the
+    import box is registered where it lies, nothing is copied into the root, a file the root cannot use is skipped
+    with a note instead of failing; a second run of the form finds the models already installed."""
+    tree = tmp_path / "ComfyUI" / "models"
+    ckpt = tree / "checkpoints" / "dreamshaper.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(tiny_checkpoints["sd-1", "safetensors"], ckpt)
+    lora = tree / "loras" / "style.safetensors"
+    lora.parent.mkdir(parents=True)
+    shutil.copy(tiny_extras["lora-sd-1.safetensors"], lora)
+    noise = tree / "unknown" / "noise.safetensors"
+    noise.parent.mkdir(parents=True)
+    shutil.copy(tiny_extras["random.safetensors"], noise)
+    inodes = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tree.rglob("*") if p.is_file()}
+    root_files = {p for p in root.root.rglob("*") if p.is_file()}
+    catalog = tmp_path / "empty-catalog.yaml"
+    catalog.write_text("")
+
+    text = _in_place_from_the_form(root, catalog, tree)
+    flat = " ".join(text.split())
+    assert "Finished: 2 done, 1 skipped, 0 failed." in flat, text
+    log = (root.root / "model-install.log").read_text()  # the screen's log, whole lines
+    assert f"{noise}: skipped (left where it is, not registered" in log, log
+    assert "lists LoRAs from this folder" not in log, log  # it is not in ROOT/loras: no note may say so
+
+    reg = stanzas(root)
+    assert reg["dreamshaper"]["weights"] == str(ckpt), reg  # its own path, outside the root
+    assert not any("noise" in name for name in reg), reg
+    from invokeai_model_install.root import manifest as mf
+
+    placed = {m.name: m.path for m in mf.all_manifests(root)}
+    assert placed.get("style") == str(lora), placed  # the LoRA is recorded where it is, not linked into ROOT/loras
+    assert {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tree.rglob("*") if p.is_file()} == inodes
+    new = {p for p in root.root.rglob("*") if p.is_file()} - root_files
+    assert not [p for p in new if p.suffix in (".safetensors", ".ckpt", ".pt", ".pth", ".bin")], new  # no copy
+    assert not [p for p in root.models_dir.rglob("*") if p.is_file() and p.stat().st_ino in {i for i, _, _ in inodes.values()}]
+    before = root.models_yaml.read_text()
+
+    # a second run of the form: the same folder, in place again, is already installed (nothing changes)
+    text = _in_place_from_the_form(root, catalog, tree)
+    flat = " ".join(text.split())
+    assert "Finished: 0 done, 3 skipped, 0 failed." in flat, text
+    log = (root.root / "model-install.log").read_text()
+    assert f"{ckpt}: skipped (already installed)" in log and f"{lora}: skipped (already installed)" in log, log
+    assert root.models_yaml.read_text() == before
+    assert {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tree.rglob("*") if p.is_file()} == inodes
+
+
 def test_removal_confirmed_with_purge(root, catalog, tiny_models):
     folder = root.kind_dir("main-diffusers") / "tiny-sd"
     shutil.copytree(tiny_models["sd-1"], folder)

@@ -134,6 +134,26 @@ def test_build_plan_autoscan_is_left_alone_unless_changed(tmp_path):
     assert once.autoscan is None and once.scan_dir == tmp_path.absolute()
 
 
+def test_build_plan_in_place_only_when_ticked(tmp_path):
+    """The in-place checkbox reaches the plan through build_plan alone; the default copies/links as before."""
+    folder = tmp_path / "ComfyUI" / "models"
+    folder.mkdir(parents=True)
+    ticked = model.FormValues(import_text=f"{folder}\n", use_scan_dir=True, scan_dir=str(folder), in_place=True)
+    assert model.validate(ticked) == []
+    assert model.build_plan(ticked) == InstallPlan(imports=(str(folder),), scan_dir=folder.absolute(), in_place=True)
+    assert model.build_plan(model.FormValues(import_text=str(folder))).in_place is False
+    assert model.FormValues().in_place is False
+
+
+def test_validate_refuses_in_place_with_convert_in_one_line():
+    """The CLI refuses --in-place --convert (exit 2); the form's DONE says the same in one line."""
+    both = model.validate(model.FormValues(import_text="/models", convert=True, in_place=True))
+    assert len(both) == 1 and "\n" not in both[0]
+    assert model.IN_PLACE_LABEL in both[0] and model.CONVERT_LABEL in both[0] and "untick one" in both[0]
+    assert model.validate(model.FormValues(import_text="/models", convert=True)) == []
+    assert model.validate(model.FormValues(import_text="/models", in_place=True)) == []
+
+
 def test_layout_sizes():
     cols, lines = required_size(0, 14)
     assert cols == 80 and lines <= 24  # the classic terminal fits the first run
@@ -264,6 +284,31 @@ def test_import_box_takes_typed_and_pasted_lines(root, catalog):
         assert "200~" not in text and "201~" not in text
 
 
+def test_in_place_and_convert_ticked_together_are_refused_on_done(root, catalog):
+    with launch(root, catalog) as term:
+        term.wait_for("IMPORT LOCAL")
+        term.send(keys.TAB)
+        term.type("/somewhere/models")
+        term.focus("Convert imported models into diffusers")
+        term.send(keys.SPACE)
+        term.wait_for("[X]  Convert imported models")
+        term.focus("Register local files and folders where they are (no copy)")
+        term.send(keys.SPACE)
+        term.wait_for("[X]  Register local files and folders")
+        assert "[X]  Convert imported models" in term.text()  # ticking one never changes the other
+        term.press("DONE")
+        term.wait_for("Please fix")
+        term.settle()
+        flat = " ".join(" ".join(line.strip("│ ") for line in term.lines()).split())  # the popup wraps
+        assert "exclude each other" in flat and "untick one" in flat, term.dump()
+        term.send(keys.ENTER)  # OK: back to the form, both boxes as they were
+        term.wait_gone("Please fix")
+        term.wait_for("[X]  Register local files and folders")
+        term.press("CANCEL", keys.BTAB)
+        assert term.wait_exit() == 0
+    assert not (root / "configs" / "models.yaml").exists()
+
+
 def test_wizard_mode_has_back(root, catalog):
     with launch(root, catalog, "--wizard", module="invokeai_model_install.app.tui") as term:
         term.wait_for("BACK")
@@ -308,6 +353,12 @@ def test_resize_lays_the_form_out_again_and_keeps_the_values(root, catalog):
         term.resize(130, 45)
         term.wait_for(re.compile(r"^│ \[ \]  tiny-sd1 .{100,}3\.00 MB|^│ \[ \]  tiny-sd1 .{100,}1\.00 MB", re.M))
         assert "owner/typed-before-resize-more" in term.text()
+        term.focus("Register local files and folders where they are")
+        term.send(keys.SPACE)
+        term.wait_for("[X]  Register local files and folders")
+        term.resize(80, 24)
+        term.wait_for(re.compile(r"^└─+┘$", re.M))
+        assert "[X]  Register local files and folders" in term.text(), term.dump()  # the rebuilt form keeps it
         term.press("CANCEL")
         assert term.wait_exit() == 0
         assert "Traceback" not in term.raw.decode("utf-8", "replace")
@@ -413,11 +464,16 @@ def test_tab_through_every_field_changes_no_value(root, catalog, tmp_path):
         term.send(keys.TAB)
         term.type("owner/typed-line")
         term.wait_for("+ 1 import line")
+        # the in-place checkbox ticked (and convert not): moving through it must keep both as they are
+        term.focus("Register local files and folders where they are (no copy)")
+        term.send(keys.SPACE)
+        term.wait_for("[X]  Register local files and folders where they are (no copy)")
         term.settle()
         before = _form_text(term)
+        assert "[ ]  Convert imported models" in before
         for key in (keys.TAB, keys.BTAB, keys.DOWN):
             # twice round the whole form, through the directory field and every other widget
-            for _ in range(2 * 12):
+            for _ in range(2 * 13):
                 term.send(key)
                 term.settle(quiet=0.1)
             after = _form_text(term)

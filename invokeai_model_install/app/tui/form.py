@@ -1,4 +1,4 @@
-"""The model selection form (npyscreen): starters, imports, scan folder, convert, DONE.
+"""The model selection form (npyscreen): starters, imports, scan folder, convert, in place, DONE.
 
 The form only shows state and collects values; :mod:`.model` turns them into an
 :class:`InstallPlan` and the application (``app.py``) hands that to the worker.
@@ -15,7 +15,8 @@ from invokeai_model_install.app.tui.widgets import ActionButton, ImportBox, Noti
 
 
 #: Rows of the form that are not the two starter lists (see :meth:`ModelForm.create`).
-FIXED_ROWS = 4 + 1 + 5 + 1 + 1 + 1 + 1 + 1 + 1 + 1  # frame+title, header, import box, dir, dir field, autoscan, convert, size, size note, buttons
+FIXED_ROWS = 4 + 1 + 5 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1  # frame+title, header, import box, dir, dir field, autoscan, convert,
+# in place, size, size note, buttons
 INSTALLED_ROWS = 2  # header and purge checkbox
 
 
@@ -127,7 +128,12 @@ class ModelForm(npyscreen.FormBaseNew):
         )
         self.w_convert = self.add(
             npyscreen.Checkbox,
-            name="Convert imported models into diffusers (keeps the original: 2x disk)",
+            name=f"{model.CONVERT_LABEL} (keeps the original: 2x disk)",
+            value=False,
+        )
+        self.w_in_place = self.add(  # the CLI's --in-place; DONE refuses it with convert (model.validate)
+            npyscreen.Checkbox,
+            name=f"{model.IN_PLACE_LABEL} (no copy)",
             value=False,
         )
         self.w_size = self.add(npyscreen.FixedText, value="", editable=False, color="CAUTION")
@@ -164,6 +170,7 @@ class ModelForm(npyscreen.FormBaseNew):
         self.w_autoscan.value = values.autoscan
         self.w_dir.hidden = self.w_autoscan.hidden = not values.use_scan_dir
         self.w_convert.value = values.convert
+        self.w_in_place.value = values.in_place
 
     def _resize(self, *args) -> None:
         """A new terminal size: rebuild the form for it, keeping every value.
@@ -229,6 +236,7 @@ class ModelForm(npyscreen.FormBaseNew):
             autoscan=bool(self.w_autoscan.value),
             previous_autoscan=self.data.previous_autoscan,
             convert=bool(self.w_convert.value),
+            in_place=bool(self.w_in_place.value),
         )
 
     def on_done(self) -> None:

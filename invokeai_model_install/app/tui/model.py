@@ -141,6 +141,8 @@ class FormValues:
     :param keep: the installed ones still checked.
     :param install: starter keys checked in the "not yet installed" list.
     :param previous_autoscan: the ``--autoconvert`` folder found in invokeai.init, if any.
+    :param in_place: local files and folders (import lines, the directory) are registered where they
+        are, never copied or converted (the CLI's ``--in-place``).
     """
 
     installed: Sequence[str] = ()
@@ -153,6 +155,7 @@ class FormValues:
     autoscan: bool = False
     previous_autoscan: str | None = None
     convert: bool = False
+    in_place: bool = False
     precision: str = "fp16"
     extra_notes: tuple[tuple[str, str], ...] = field(default=())
 
@@ -161,6 +164,11 @@ class FormValues:
         """Installed models the user unchecked."""
         keep = set(self.keep)
         return [name for name in self.installed if name not in keep]
+
+
+#: The two checkboxes that exclude each other (short names, as :func:`validate` quotes them).
+CONVERT_LABEL = "Convert imported models into diffusers"
+IN_PLACE_LABEL = "Register local files and folders where they are"
 
 
 def validate(values: FormValues) -> list[str]:
@@ -176,6 +184,9 @@ def validate(values: FormValues) -> list[str]:
                 problems.append(f"The directory {raw} does not exist: check the path (Ctrl-T completes a folder name).")
             elif not path.is_dir():
                 problems.append(f"{raw} is a file, not a directory: put files in the import box instead.")
+    if values.in_place and values.convert:  # the CLI refuses --in-place --convert the same way (exit 2)
+        problems.append(f"\"{IN_PLACE_LABEL}\" and \"{CONVERT_LABEL}\" exclude each other "
+                        "(conversion writes a diffusers copy): untick one.")
     return problems
 
 
@@ -204,6 +215,7 @@ def build_plan(values: FormValues) -> InstallPlan:
         scan_dir=scan_dir,
         autoscan=autoscan,
         convert=bool(values.convert),
+        in_place=bool(values.in_place),
         precision="fp32" if values.precision == "fp32" else "fp16",
         extra=values.extra_notes,
     )
