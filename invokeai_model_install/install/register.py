@@ -66,7 +66,7 @@ def register(m: mf.Manifest, ctx: ItemContext) -> Installed:
 def unregistered_note(m: mf.Manifest) -> str:
     """Where a model without a models.yaml stanza is, and how InvokeAI 2.3.5 uses it (one line)."""
     if m.kind in ("lora", "embedding") and os.path.isabs(m.path):  # registered in place, outside the root
-        return f"{m.name}: in {m.path}; kept there for other UIs (InvokeAI 2.3.5 reads {m.kind}s only from its root's folder)"
+        return f"{m.name}: in {m.path}; recorded where it is (in place), for other UIs"
     how = {
         "lora": "InvokeAI 2.3.5 lists LoRAs from this folder (use it in a prompt as withLora(name))",
         "embedding": "InvokeAI 2.3.5 loads every embedding in this folder (use it in a prompt as <name>)",
