@@ -34,6 +34,7 @@ The script installs nothing: it says which tool is missing (Debian: ``apt-get in
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
@@ -244,17 +245,17 @@ class Bench:
         proc.returncode = os.waitstatus_to_exitcode(status)
         return dt, proc.returncode, usage.ru_maxrss / 1024, err.decode(errors="replace")[-2000:]
 
-    def ours(self, url: str, sha: str, *, expect: str | None = None) -> float:
+    def ours(self, url: str, sha: str, *, expect: str | None = None, env: dict[str, str] | None = None) -> float:
         root = self.out / "root"
         (root / "configs").mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "invokeai_model_install", "--root", str(root), "--add", f"{url}#sha256={sha}" if sha else url]
-        dt, rc, rss, err = self._timed(argv)
+        dt, rc, rss, err = self._timed(argv, {**self.env, **env} if env else None)
         if rc != 0:
             raise RuntimeError(f"ours failed (exit {rc}): {err}")
         if expect is not None:
-            got = list((root / "models").rglob(expect))
+            got = list(root.rglob(expect))  # a LoRA lands in ROOT/loras (the InvokeAI 2.3 layout)
             if not got:
-                raise RuntimeError(f"ours exited 0 but {expect} is not under {root / 'models'}")
+                raise RuntimeError(f"ours exited 0 but {expect} is not under {root}")
         self.rss_mb.append(rss)
         return dt
 
@@ -312,12 +313,22 @@ def main() -> int:
     ap.add_argument("--big-mb", type=int, default=1000)
     ap.add_argument("--mid-mb", type=int, default=200)
     ap.add_argument("--json", metavar="FILE", help="also write every run's numbers to FILE")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+                    help="also run ours with these environment variables, as tool NAME, in the same alternation "
+                    "(e.g. all8:INVOKEAI_START_CONNECTIONS=8); repeatable")
     args = ap.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    variants: dict[str, dict[str, str]] = {}
+    for spec in args.variant:
+        name, _, assigns = spec.partition(":")
+        variants[name] = dict(a.split("=", 1) for a in assigns.split(",") if "=" in a)
     missing = missing_tools()
     if missing:
         print("missing: " + ", ".join(missing) + "\nthis script installs nothing; as root: apt-get install -y nginx aria2 curl", file=sys.stderr)
         return 2
+    # pip compiles the package's bytecode when it installs it; a checkout run with PYTHONDONTWRITEBYTECODE set
+    # (this machine sets it) would compile every module again on every start: ~60 ms a run, measured
+    compileall.compile_dir(str(REPO / "invokeai_model_install"), quiet=1)
     work = Path(tempfile.mkdtemp(prefix="bench-tls-", dir="/tmp"))
     nginx = None
     results: dict[str, dict[str, list[float]]] = {}
@@ -337,6 +348,10 @@ def main() -> int:
         print(f"nginx up (https :{nginx.tls_port} limit_rate 40m, http :{nginx.http_port}); {args.rounds} round(s)\n", flush=True)
 
         def alternate(part: str, tools: dict, rounds: dict[str, int]) -> None:
+            ours = tools["ours"].__defaults__  # (url, sha, expect) of this part: the variants fetch the same
+            for name, env in variants.items():
+                tools[name] = lambda env=env, d=ours: bench.ours(*d[:2], expect=d[2], env=env)
+                rounds[name] = rounds["ours"]
             res: dict[str, list[float]] = {t: [] for t in tools}
             names = list(tools)
             for i in range(max(rounds.values())):
@@ -352,17 +367,17 @@ def main() -> int:
 
         if "tls1g" in parts:
             u = nginx.url("big.safetensors", True)
-            alternate("tls1g", {"ours": lambda: bench.ours(u, sha["big"], expect="big.safetensors"), "aria2c": lambda: bench.aria2c(u),
+            alternate("tls1g", {"ours": lambda u=u, s=sha["big"], e="big.safetensors": bench.ours(u, s, expect=e), "aria2c": lambda: bench.aria2c(u),
                                 "curl": lambda: bench.curl(u)},
                       {"ours": args.rounds, "aria2c": args.rounds, "curl": args.curl_tls_rounds})
         if "tls200" in parts:
             u = nginx.url("mid.safetensors", True)
-            alternate("tls200", {"ours": lambda: bench.ours(u, sha["mid"], expect="mid.safetensors"), "aria2c": lambda: bench.aria2c(u),
+            alternate("tls200", {"ours": lambda u=u, s=sha["mid"], e="mid.safetensors": bench.ours(u, s, expect=e), "aria2c": lambda: bench.aria2c(u),
                                  "curl": lambda: bench.curl(u)},
                       {"ours": args.rounds, "aria2c": args.rounds, "curl": args.curl_tls_rounds})
         if "plain" in parts:
             u = nginx.url("big.safetensors", False)
-            alternate("plain", {"ours": lambda: bench.ours(u, sha["big"], expect="big.safetensors"), "curl": lambda: bench.curl(u),
+            alternate("plain", {"ours": lambda u=u, s=sha["big"], e="big.safetensors": bench.ours(u, s, expect=e), "curl": lambda: bench.curl(u),
                                 "aria2c": lambda: bench.aria2c(u)},
                       {"ours": args.rounds, "curl": args.rounds, "aria2c": args.rounds})
         if "start" in parts:
@@ -399,6 +414,8 @@ def main() -> int:
             other = "aria2c" if part == "plain" else "curl"
             if res.get(other):
                 print(f"  ours / {other} = {min(res['ours']) / min(res[other]):.2f}x")
+            for name in variants:
+                print(f"  {name} / {anchor} (best of each) = {min(res[name]) / min(res[anchor]):.2f}x")
         if "start" in results:
             s = results["start"]
             print("\nstart-up (small files; median and best of each)")

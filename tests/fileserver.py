@@ -172,6 +172,7 @@ class RequestRecord:
     path: str
     query: str
     headers: dict[str, str]
+    client_port: int = 0  # the client's end of the TCP connection: requests on one connection share it
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
@@ -321,7 +322,7 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def _record(self) -> tuple[str, str]:
         path, query = self._split()
-        self.owner.stats.record(RequestRecord(self.command, path, query, {k: v for k, v in self.headers.items()}))
+        self.owner.stats.record(RequestRecord(self.command, path, query, {k: v for k, v in self.headers.items()}, self.client_address[1]))
         return path, query
 
     def send_simple(self, code: int, body: bytes = b"", ctype: str = "application/json", headers: dict[str, str] | None = None) -> None:

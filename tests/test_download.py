@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import time
 
 import pytest
 
-from invokeai_model_install.net import engine, urls
+from invokeai_model_install.net import engine, splice, urls
 from invokeai_model_install.net.settings import DownloadSettings, RemoteFile, Resolved
 from invokeai_model_install.root import disk
 from invokeai_model_install.errors import (
@@ -549,7 +551,113 @@ def test_a_write_failure_is_reported_as_ours(file_server, tmp_path, monkeypatch)
 
     monkeypatch.setattr(engine.os, "pwrite", full_disk)
     with pytest.raises(DiskSpaceError, match="disk full"):
-        engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(max_connections=1))
+        engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings(max_connections=1, zero_copy=False))
+
+
+needs_splice = pytest.mark.skipif(not splice.available(), reason="this platform has no splice(2): bodies are always read with readinto")
+
+
+@needs_splice
+def test_plain_http_bodies_go_socket_to_file_without_a_copy(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 6 * MB)
+    res = engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p",
+                          settings=settings(max_connections=2))
+    assert res.paths["m.safetensors"].read_bytes() == data and res.sha256["m.safetensors"] == sha
+    gets = file_server.stats.requests_for("/m.safetensors", "GET")
+    # all but the first read of each response (sniffed) and what http.client had buffered went through the pipe
+    assert len(data) - len(gets) * (engine._READ_START + io.DEFAULT_BUFFER_SIZE) <= res.spliced_bytes < res.fetched_bytes == len(data)
+    # the response is finished for http.client too: its connection carries the next range
+    assert len({r.client_port for r in gets}) < len(gets), [r.client_port for r in gets]
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "readinto"])
+def test_both_receive_paths_write_the_same_bytes_through_faults(file_server, tmp_path, zero_copy):
+    data, sha = put(file_server, "m.safetensors", 5 * MB + 17)
+    file_server.faults.drop("/m.safetensors", after_bytes=900_000, times=2)  # mid-body, while splicing
+    res = engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p",
+                          settings=settings(zero_copy=zero_copy, max_connections=2))
+    assert res.paths["m.safetensors"].read_bytes() == data
+    assert res.fetched_bytes == len(data)  # what arrived before each drop was kept
+    assert (res.spliced_bytes > 0) == (zero_copy and splice.available())
+
+
+def test_tls_bodies_are_read_the_ordinary_way(make_file_server, tls_cert, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_cert[0]))
+    server = make_file_server(tls=tls_cert)
+    data, sha = put(server, "m.safetensors", 2 * MB)
+    res = engine.download(one(server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p", settings=settings())
+    assert res.paths["m.safetensors"].read_bytes() == data and res.spliced_bytes == 0
+
+
+def test_capped_connections_get_company_and_plain_http_starts_with_one(file_server, tmp_path):
+    data, sha = put(file_server, "m.safetensors", 6 * MB)
+    file_server.faults.throttle("/m.safetensors", 2_000_000)  # every connection capped at 2 MB/s: a CDN-like link
+    res = engine.download(one(file_server, "m.safetensors", data, sha), tmp_path / "d", partial_dir=tmp_path / "p",
+                          settings=settings(max_connections=4))
+    assert res.paths["m.safetensors"].read_bytes() == data
+    gets = file_server.stats.requests_for("/m.safetensors", "GET")
+    assert gets[0].header("Range") and requested_range(gets[0], len(data))[0] == 0
+    assert len({r.client_port for r in gets}) >= 3  # the ramp (net/ramp.py) opened more connections
+
+
+def test_https_starts_with_every_connection_plain_http_with_one(make_file_server, tls_cert, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_cert[0]))
+    seen = {}
+    for scheme, server in (("https", make_file_server(tls=tls_cert)), ("http", make_file_server())):
+        data, sha = put(server, "m.safetensors", 4 * MB)
+        server.faults.stall("/m.safetensors", seconds=1.0, after_bytes=0, times=1)  # the first answer sends nothing for 1 s
+        timer = threading.Timer(0.6, lambda s=server, k=scheme: seen.setdefault(k, len(s.stats.requests_for("/m.safetensors", "GET"))))
+        timer.start()
+        res = engine.download(one(server, "m.safetensors", data, sha), tmp_path / scheme, partial_dir=tmp_path / f"p-{scheme}",
+                              settings=settings(max_connections=4))
+        timer.join()
+        assert res.paths["m.safetensors"].read_bytes() == data
+    # while the first answer stalled: https had asked on every connection; plain http waits for a rate to measure
+    assert seen["https"] >= 4 and seen["http"] == 1, seen
+
+
+def test_start_connections_from_the_environment():
+    assert DownloadSettings.from_env({}).start_connections is None  # by scheme
+    assert DownloadSettings.from_env({"INVOKEAI_START_CONNECTIONS": "8"}).start_connections == 8
+    assert DownloadSettings.from_env({"INVOKEAI_ZERO_COPY": "0"}).zero_copy is False
+    assert DownloadSettings.from_env({}).zero_copy is True
+
+
+_FULL_DISK = """
+import sys
+from pathlib import Path
+from invokeai_model_install.errors import DiskSpaceError
+from invokeai_model_install.net import engine
+from invokeai_model_install.net.settings import DownloadSettings, RemoteFile, Resolved
+url, size, sha, where, zero_copy = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), sys.argv[5] == "1"
+s = DownloadSettings(hf_endpoint="http://127.0.0.1:9", retries=1, backoff=0.01, split_size=1 << 20, max_connections=2,
+                     zero_copy=zero_copy, disk_free=lambda p: 1 << 40)  # the pre-check believes there is room
+rf = RemoteFile(url, "m.safetensors", size, sha)
+try:
+    engine.download(Resolved((rf,), None, "m", None, size), where / "d", partial_dir=where / "p", settings=s)
+except DiskSpaceError as exc:
+    print("DISKFULL", exc.one_line())
+"""
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "readinto"])
+def test_a_full_disk_is_reported_as_ours(file_server, tmp_path, zero_copy):
+    # a real full filesystem: a 2 MiB tmpfs mounted in a private mount namespace (root, or a user namespace)
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-m" if os.geteuid() == 0 else "-rm", "true"]).returncode:
+        pytest.skip("no private mount namespace here (unshare): cannot make a small full filesystem")
+    data, sha = put(file_server, "m.safetensors", 6 * MB)
+    small = tmp_path / "small"
+    small.mkdir()
+    script = tmp_path / "full.py"
+    script.write_text(_FULL_DISK)
+    mount = 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"'
+    done = subprocess.run(
+        ["unshare", "-m" if os.geteuid() == 0 else "-rm", "sh", "-c", mount, str(small), sys.executable, str(script),
+         file_server.url_for("m.safetensors"), str(len(data)), sha, str(small), "1" if zero_copy else "0"],
+        capture_output=True, text=True, timeout=120, cwd=os.getcwd(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "DISKFULL disk full while writing m.safetensors into " in done.stdout, done.stdout + done.stderr
 
 
 def _stolen(records, size: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:

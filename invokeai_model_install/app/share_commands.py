@@ -57,8 +57,6 @@ def register_subcommands(subparsers: Any) -> None:
     t.add_argument("ui_dir", metavar="WEBUI_DIR")
     t.set_defaults(handler=cmd_unlink)
 
-    from invokeai_model_install.share.dedupe import DEFAULT_MIN_SIZE
-
     p = subparsers.add_parser(
         "dedupe",
         help="make identical model files share one copy (hard links or reflinks)",
@@ -71,8 +69,8 @@ def register_subcommands(subparsers: Any) -> None:
                    help="only report what would be merged and the bytes it would reclaim")
     p.add_argument("--dir", dest="dedupe_dirs", action="append", default=[], metavar="DIR",
                    help="also look in DIR (recursively); may be repeated")
-    p.add_argument("--min-size", dest="dedupe_min_size", type=int, default=DEFAULT_MIN_SIZE, metavar="BYTES",
-                   help=f"leave smaller files alone (default {DEFAULT_MIN_SIZE}: configs a user may edit stay separate)")
+    p.add_argument("--min-size", dest="dedupe_min_size", type=int, default=None, metavar="BYTES",
+                   help="leave smaller files alone (default 1048576: configs a user may edit stay separate)")
     p.add_argument("--json", dest="sub_json", action="store_true", help="print a machine-readable result (JSON)")
     p.set_defaults(handler=cmd_dedupe)
 
@@ -164,7 +162,7 @@ def cmd_dedupe(args: argparse.Namespace, layout: Any, catalog_path: Path | None)
     from invokeai_model_install.units import human_bytes
 
     r = dedupe.dedupe(layout, dry_run=args.dedupe_dry_run, extra_dirs=[Path(d).expanduser() for d in args.dedupe_dirs],
-                      min_size=max(args.dedupe_min_size, 1))
+                      min_size=dedupe.DEFAULT_MIN_SIZE if args.dedupe_min_size is None else max(args.dedupe_min_size, 1))
     if args.sub_json:
         json.dump(dataclasses.asdict(r), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -36,6 +36,7 @@ import http.client
 import os
 import re
 import shutil
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -53,8 +54,10 @@ from invokeai_model_install.errors import (
 from invokeai_model_install.events import Event, FileFinished, FileProgress, FileStarted, Retrying, discard
 from invokeai_model_install.net import http_errors
 from invokeai_model_install.net.partial import FileJob, merge_ranges, missing_ranges
+from invokeai_model_install.net.ramp import ConnectionRamp
 from invokeai_model_install.net.settings import DownloadResult, DownloadSettings, RemoteFile, Resolved
 from invokeai_model_install.net.sources import redact_url
+from invokeai_model_install.net.splice import SpliceUnsupported, Splicer
 from invokeai_model_install.net.transport import Conns, Retry, backoff, discard_body, fail_status, open_request
 from invokeai_model_install.net.urls import safe_relpath
 from invokeai_model_install.root.disk import check_disk_space
@@ -66,7 +69,8 @@ _MAX_RESTARTS = 4  # clean restarts of one file (changed remote, ignored ranges,
 _PIECE_MAX = 32 << 20  # largest piece asked for in one request (hf_transfer asks for 10 MiB)
 _PIECE_MIN = 2 << 20  # smallest piece carved from a large file; a steal leaves both halves at least this big
 _ALIGN = 64 << 10  # stolen halves start on this boundary
-_HASH_AHEAD = 64 << 20  # receive threads pause while the hasher has this much contiguous data to catch up on
+_HASH_AHEAD = 16 << 20  # receive threads pause while the hasher has this much contiguous data to catch up on
+# (the most the hasher can have left when the last byte arrives: ~10 ms of sha256, measured 64 MiB: 40 ms)
 _READ_START, _READ_MIN, _READ_TIME = 64 << 10, 64 << 10, 0.05  # read sizes: first, smallest; seconds' worth per read
 
 
@@ -85,6 +89,15 @@ class _Segment:
     sid: int
     pos: int = 0  # next byte to fetch
     claimed: int = 0  # end of the bytes being written right now (a steal starts after them)
+    counted: bool = False  # a piece of a split file: counts against the connection ramp's limit
+
+
+@dataclass(eq=False)
+class _Receiver:
+    """One receive thread's reusable means: a buffer for ``readinto`` and a pipe for zero copy (or None)."""
+
+    buf: bytearray
+    splicer: Splicer | None
 
 
 class Engine:
@@ -111,6 +124,8 @@ class Engine:
         self.fatal: BaseException | None = None
         self.remaining = 0
         self.nthreads = nthreads
+        self.ramp = ConnectionRamp(settings.start_connections or 1, nthreads)  # download() sets the start by scheme
+        self.split_busy = 0  # pieces of split files in flight (at most ramp.limit)
         self.split_size = max(1, settings.split_size)
         self.min_piece = max(64 << 10, min(self.split_size // 2, _PIECE_MIN))
 
@@ -120,6 +135,14 @@ class Engine:
                 self._on_event(event)
             except Exception:  # a broken front end must not break a transfer
                 pass
+
+    def tune(self) -> None:
+        """Feed the connection ramp one sample (called about every 25 ms while files are in flight)."""
+        total = sum(j.fetched for j in self.jobs)
+        with self.cv:
+            before = self.ramp.limit
+            if self.ramp.observe(time.monotonic(), total, self.split_busy) != before:
+                self.cv.notify_all()
 
     def next_sid(self) -> int:
         with self.sid_lock:
@@ -168,7 +191,7 @@ class Engine:
         left = sum(b - a for a, b in job.gaps)
         if job.size < self.split_size:
             return left  # small file: one request
-        share = left // (2 * max(1, self.nthreads))
+        share = left // (2 * self.ramp.limit)
         return max(self.min_piece, min(_PIECE_MAX, share))
 
     def take(self) -> _Segment | None:
@@ -192,6 +215,9 @@ class Engine:
                 if job.error is not None or job.finishing or job.closed:
                     job.gaps = []
                     continue
+                split = job.size >= self.split_size
+                if split and self.split_busy >= self.ramp.limit:
+                    continue  # as many connections as the link rewards are on split files already
                 a, b = job.gaps[0]
                 piece = self._piece(job)
                 if b - a <= piece + piece // 2:  # no crumbs: take the whole gap
@@ -200,12 +226,15 @@ class Engine:
                 else:
                     end = a + piece
                     job.gaps[0][0] = end
-                seg = _Segment(job, a, end, job.gen, self.next_sid(), a)
+                seg = _Segment(job, a, end, job.gen, self.next_sid(), a, counted=split)
+                self.split_busy += split
                 job.segs[seg.sid] = seg
                 return seg
         return None
 
     def _steal(self) -> _Segment | None:
+        if self.split_busy >= self.ramp.limit:
+            return None
         best: tuple[int, _Segment] | None = None
         for job in self.jobs:
             if job.error is not None or job.finishing or job.closed or not job.ranges_ok or job.size < self.split_size:
@@ -227,7 +256,8 @@ class Engine:
                 return None
             mid = at + left // 2
             mid -= mid % _ALIGN if mid - at > _ALIGN else 0
-            seg = _Segment(job, mid, victim.end, job.gen, self.next_sid(), mid)
+            seg = _Segment(job, mid, victim.end, job.gen, self.next_sid(), mid, counted=True)
+            self.split_busy += 1
             victim.end = mid  # the victim stops there (and drops its connection if bytes were still coming)
             job.segs[seg.sid] = seg
             job.steals += 1
@@ -281,7 +311,7 @@ class Engine:
 
     # -- workers ---------------------------------------------------------------------------------
     def worker(self) -> None:
-        buf = bytearray(_BUF)
+        rx = _Receiver(bytearray(_BUF), Splicer() if self.settings.zero_copy else None)
         try:
             while True:
                 seg = self.take()
@@ -292,7 +322,7 @@ class Engine:
                     self._segment_done(seg)
                     continue
                 try:
-                    self.run_segment(seg, buf)
+                    self.run_segment(seg, rx)
                 except BaseException as exc:  # noqa: BLE001 - recorded on the job, re-raised by download()
                     with job.lock:
                         if job.error is None and seg.gen == job.gen:
@@ -303,10 +333,16 @@ class Engine:
                 self._segment_done(seg)
         finally:
             self.conns.close_thread()
+            if rx.splicer is not None:
+                rx.splicer.close()
 
     def _segment_done(self, seg: _Segment) -> None:
         job = seg.job
         with self.cv:
+            if seg.counted:
+                seg.counted = False
+                self.split_busy -= 1
+                self.cv.notify_all()
             with job.lock:
                 if seg.gen != job.gen:
                     return
@@ -321,7 +357,7 @@ class Engine:
         if last:
             self.finish(job)
 
-    def run_segment(self, seg: _Segment, buf: bytearray) -> None:
+    def run_segment(self, seg: _Segment, rx: "_Receiver") -> None:
         job = seg.job
         settings = self.settings
         attempts = 0
@@ -330,7 +366,7 @@ class Engine:
                 return  # all of it was stolen before a byte came
             before = seg.pos
             try:
-                self._transfer(seg, buf)
+                self._transfer(seg, rx)
                 return
             except Retry as r:
                 attempts = 0 if seg.pos > before else attempts + 1
@@ -345,7 +381,7 @@ class Engine:
             except _Restart:
                 return
 
-    def _transfer(self, seg: _Segment, buf: bytearray) -> None:
+    def _transfer(self, seg: _Segment, rx: "_Receiver") -> None:
         """One request for ``[seg.pos, seg.end)``; returns when the segment is complete (or superseded)."""
         job = seg.job
         settings = self.settings
@@ -395,7 +431,7 @@ class Engine:
             if job.size < 0 and length and length.isdigit():
                 job.size = int(length)
                 seg.end = job.size
-        self._stream(seg, resp, final, buf)
+        self._stream(seg, resp, final, rx)
 
     def _sniff(self, job: FileJob, resp: http.client.HTTPResponse, url: str) -> None:
         """A page (HTML/JSON by Content-Type) where weights were expected: refuse before writing."""
@@ -406,9 +442,19 @@ class Engine:
                 self.conns.drop(url)
                 raise err
 
-    def _stream(self, seg: _Segment, resp: http.client.HTTPResponse, url: str, buf: bytearray) -> None:
+    def _stream(self, seg: _Segment, resp: http.client.HTTPResponse, url: str, rx: "_Receiver") -> None:
         job = seg.job
+        buf = rx.buf
         view = memoryview(buf)
+        splicer = rx.splicer
+        # zero copy (net/splice.py) for a plain socket and a body of known length: after the first read
+        # (sniffed) and one read of whatever http.client has buffered, the bytes go socket -> pipe -> file
+        sock = self.conns.socket_of(url)
+        zero_copy = (
+            splicer is not None and splicer.usable and sock is not None and not isinstance(sock, ssl.SSLSocket)
+            and not resp.chunked and resp.length is not None
+        )
+        splicing = False
         pos = seg.pos
         with job.lock:
             job.inflight[seg.sid] = [pos, pos]
@@ -434,9 +480,24 @@ class Engine:
                     # the hasher has that much written data waiting: the CPU goes to it first (else, on a
                     # fast link, eight receive threads starve it and the hash finishes long after the last byte)
                     time.sleep(0.005)
+                piped = splicing  # this read goes through the pipe
                 try:
-                    n = resp.readinto(view[:want])
+                    if piped:
+                        n = splicer.fill(sock.fileno(), end - pos, self.settings.read_timeout)  # what the socket has
+                        resp.length -= n
+                    else:
+                        if zero_copy and not first:
+                            # what http.client has buffered (peek fills its buffer once when empty): read
+                            # exactly that, so its buffer is empty and the socket holds the rest of the body
+                            want = max(1, min(want, len(resp.fp.peek(1))))
+                            splicing = True
+                        n = resp.readinto(view[:want])
+                except SpliceUnsupported:
+                    splicing = zero_copy = False  # nothing was taken from the socket: read it the ordinary way
+                    continue
                 except (OSError, http.client.HTTPException) as exc:
+                    if splicer is not None:
+                        splicer.reset()
                     self.conns.drop(url)
                     if self.cancel.is_set():
                         return
@@ -457,6 +518,8 @@ class Engine:
                         raise err
                 with job.lock:  # claim the bytes; the write itself runs without the lock
                     if seg.gen != job.gen or job.fd < 0:
+                        if piped:
+                            splicer.reset()
                         return
                     if 0 <= seg.end < pos + n:
                         n = max(0, seg.end - pos)  # stolen meanwhile: those bytes are the thief's
@@ -464,9 +527,15 @@ class Engine:
                     job.writers += 1
                     fd = job.fd
                 try:
-                    if n:
+                    if piped:
+                        if n:
+                            splicer.drain(fd, n, pos)
+                        splicer.reset()  # bytes beyond a stolen end (the connection is dropped below)
+                    elif n:
                         os.pwrite(fd, view[:n], pos)
                 except OSError as exc:
+                    if piped:
+                        splicer.reset()
                     raise _write_error(exc, job.part, job.name) from None
                 finally:
                     with job.lock:
@@ -474,6 +543,8 @@ class Engine:
                         if n and seg.gen == job.gen:
                             job.inflight[seg.sid][1] = pos + n
                             job.fetched += n
+                            if piped:
+                                job.spliced += n
                             if pos <= job.prefix_end < pos + n:
                                 job._advance_prefix()
                         if not job.writers:
@@ -491,6 +562,8 @@ class Engine:
                     job.size = pos
             elif resp.length:
                 self.conns.drop(url)  # the range was cut short by a steal: the rest is still on the wire
+            elif splicing and not resp.isclosed():
+                resp.read()  # the body went around http.client: tell it the response is over (keep-alive)
         finally:
             with job.lock:
                 span = job.inflight.pop(seg.sid, None)
@@ -665,15 +738,19 @@ def download(
         raise
     engine.remaining = len(jobs)
     engine.jobs = jobs
+    if settings.start_connections is None and any(j.rf.url.lower().startswith("https:") for j in jobs):
+        engine.ramp.limit = engine.ramp.most  # see DownloadSettings.start_connections
     threads = [threading.Thread(target=engine.worker, daemon=True, name=f"dl-{i}") for i in range(nthreads)]
     watcher_stop = threading.Event()
 
     def watch_cancel() -> None:
-        # cancel must be prompt even while a read blocks on a stalled server: shut the sockets down
+        # cancel must be prompt even while a read blocks on a stalled server: shut the sockets down;
+        # between checks, the connection ramp gets its rate samples
         while not watcher_stop.is_set():
-            if cancel.wait(0.1):
+            if cancel.wait(engine.ramp.window / 2):
                 engine.conns.abort_all()
                 return
+            engine.tune()
 
     watcher = threading.Thread(target=watch_cancel, daemon=True, name="dl-cancel")
     watcher.start()
@@ -696,6 +773,7 @@ def download(
                 os.close(job.fd)
                 job.fd = -1
     fetched = sum(j.fetched for j in jobs)
+    spliced = sum(j.spliced for j in jobs)
     if engine.fatal is not None:
         raise engine.fatal
     errors = [j.error for j in jobs if j.error is not None]
@@ -705,7 +783,7 @@ def download(
         raise errors[0]
     for job in jobs:
         sha[job.name] = job.digest
-    return DownloadResult(paths, fetched, sha)
+    return DownloadResult(paths, fetched, sha, spliced_bytes=spliced)
 
 
 def _git_oid_of(path: Path) -> str:

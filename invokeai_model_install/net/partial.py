@@ -134,6 +134,7 @@ class FileJob:
         self.ranges_ok = True
         self.finishing = False
         self.fetched = 0
+        self.spliced = 0  # of which socket -> file without a copy in user space (net/splice.py)
         self.integrity_retries = 0
         self.error: BaseException | None = None
         self.finished = False

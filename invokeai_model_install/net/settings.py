@@ -47,6 +47,13 @@ class DownloadSettings:
     no_proxy: str = ""
     #: a CA bundle replacing the system's (REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE / SSL_CERT_FILE)
     ca_bundle: str | None = None
+    #: plain-http bodies go socket -> file with splice(2) where the platform has it (INVOKEAI_ZERO_COPY=0: never)
+    zero_copy: bool = True
+    #: connections a split file starts with; more are added while they raise the rate (net/ramp.py), up to
+    #: ``max_connections``.  None: all of them over https (CDNs cap each connection and let the first
+    #: second of each through uncapped: parallel from the first byte pays), one over plain http (a LAN
+    #: mirror or this machine, where one connection fills the link).  INVOKEAI_START_CONNECTIONS sets it.
+    start_connections: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "DownloadSettings":
@@ -54,7 +61,7 @@ class DownloadSettings:
 
         ``HF_ENDPOINT``, ``HF_TOKEN`` (else the huggingface_hub token store), ``HF_HUB_OFFLINE``,
         ``INVOKEAI_MAX_CONNECTIONS``, ``CIVITAI_API_TOKEN``, ``INVOKEAI_URL_TOKENS``,
-        ``INVOKEAI_DOWNLOAD_RETRIES``, ``INVOKEAI_DOWNLOAD_TIMEOUT`` (read timeout, seconds),
+        ``INVOKEAI_DOWNLOAD_RETRIES``, ``INVOKEAI_DOWNLOAD_TIMEOUT`` (read timeout, seconds), ``INVOKEAI_ZERO_COPY``, ``INVOKEAI_START_CONNECTIONS``,
         ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY`` (either case), and a CA bundle from
         ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``/``SSL_CERT_FILE``.
         """
@@ -83,6 +90,8 @@ class DownloadSettings:
             url_tokens=tuple(url_tokens),
             retries=_int(env.get("INVOKEAI_DOWNLOAD_RETRIES"), 5, 0, 100),
             read_timeout=float(_int(env.get("INVOKEAI_DOWNLOAD_TIMEOUT"), 60, 1, 3600)),
+            zero_copy=env.get("INVOKEAI_ZERO_COPY", "1").strip().lower() not in ("0", "false", "no", "off"),
+            start_connections=_int(env.get("INVOKEAI_START_CONNECTIONS"), 0, 0, 64) or None,
         )
         values.update(overrides)
         return cls(**values)
@@ -156,8 +165,12 @@ class Resolved:
 
 @dataclass(frozen=True)
 class DownloadResult:
-    """Paths of the verified files by relpath, bytes transferred in this run, and their sha256."""
+    """Paths of the verified files by relpath, bytes transferred in this run, and their sha256.
+
+    ``spliced_bytes``: of ``fetched_bytes``, those that went socket -> file with ``splice(2)``.
+    """
 
     paths: dict[str, Path]
     fetched_bytes: int
     sha256: dict[str, str]
+    spliced_bytes: int = 0

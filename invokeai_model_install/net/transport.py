@@ -88,6 +88,11 @@ class Conns:
                 self.live.add(conn)
         return conn
 
+    def socket_of(self, url: str) -> socket.socket | None:
+        """The socket of this thread's connection to ``url``'s origin (None when not connected)."""
+        conn = self.local.__dict__.get("pool", {}).get(tokens.origin(url))
+        return None if conn is None else conn.sock
+
     def connect(self, conn: http.client.HTTPConnection) -> None:
         if conn.sock is None:
             conn.connect()

@@ -31,7 +31,7 @@ from invokeai_model_install.root.layout import RootLayout
 from invokeai_model_install.share import folders
 
 #: files smaller than this are left alone by default (configs and tokenizer files that a user may edit in place)
-DEFAULT_MIN_SIZE = 1 << 20
+DEFAULT_MIN_SIZE = 1 << 20  # `dedupe --help` says 1048576 (app/share_commands.py: the parser does not import this module)
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _FS_IOC_FIEMAP = 0xC020660B  # linux/fs.h: _IOWR('f', 11, struct fiemap)
 _FIEMAP_FLAG_SYNC = 0x1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import socket
 import sys
 import threading
@@ -90,6 +89,8 @@ def serve(layout: Any, *, catalog_path: Path | None = None, host: str = DEFAULT_
               "anyone who has its address (with the token) can install and delete models", file=err, flush=True)
     sock = _bind(host, port)
     actual = sock.getsockname()[1]
+    import secrets  # here, not at the top: the CLI imports this module for its parser on every start
+
     token = secrets.token_urlsafe(32)
     state = WebState(layout, token=token, host=host, port=actual, catalog_path=catalog_path)
     app = create_app(state)
