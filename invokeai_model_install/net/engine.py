@@ -5,14 +5,17 @@ Why our own data path instead of ``huggingface_hub.hf_hub_download`` (measured, 
 does not hash what it downloads (a file of the right size with wrong bytes is accepted and kept); and it
 cannot resume across processes (a SIGKILL leaves an orphan ``*.incomplete`` and the next run starts from
 zero).  huggingface_hub stays in charge of hub *metadata* (see :mod:`hub`); the bytes go through here:
-stdlib ``http.client`` reading with ``readinto`` into one reused buffer per connection and ``os.pwrite``
-at the right offset; the sha256 is computed by one hasher thread per file that reads the contiguous
-written prefix back from the page cache (:class:`partial.FileJob`), so receiving and hashing run on
-separate cores.
+stdlib ``http.client`` for the request and headers, then the body: over plain http on Linux straight from
+the socket into the file at its offset (``splice``, :mod:`splice`: no copy through Python), otherwise
+``readinto`` one reused buffer per connection and ``os.pwrite``; the sha256 is computed by one hasher
+thread per file that reads the contiguous written prefix back from the page cache
+(:class:`partial.FileJob`), so receiving and hashing run on separate cores.
 
 Scheduling (:meth:`Engine.take`): a file of at least ``split_size`` is fetched as pieces carved in file
 order from what is still missing, each a share of what is left per connection (at most 32 MiB, at least
-2 MiB: large first, small at the end), on up to ``max_connections`` keep-alive connections; a worker that
+2 MiB: large first, small at the end), on up to ``max_connections`` keep-alive connections (how many of
+them at a time is the connection ramp's call, :mod:`ramp`: all over https, one over plain http and more
+while they raise the rate); a worker that
 finds nothing left to carve splits the largest remaining range of a running piece (work stealing: the
 victim stops at the new end and drops its connection), so the slowest connection never decides the end.
 In file order the written prefix stays close behind the transfers: little is left to hash at the end.
@@ -520,6 +523,7 @@ class Engine:
                     if seg.gen != job.gen or job.fd < 0:
                         if piped:
                             splicer.reset()
+                        self.conns.drop(url)  # the rest of this body is not wanted
                         return
                     if 0 <= seg.end < pos + n:
                         n = max(0, seg.end - pos)  # stolen meanwhile: those bytes are the thief's
