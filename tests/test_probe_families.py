@@ -5,6 +5,7 @@ and what an InvokeAI root does with them."""
 from __future__ import annotations
 
 import shutil
+import zipfile
 
 import pytest
 import torch
@@ -155,10 +156,10 @@ def _in_place(monkeypatch):
 
 #: the family rules skip a name's lookups when ``may_have`` says its bytes are nowhere in the header;
 #: on a big header (an SD checkpoint) they run for every file, so this is where a skip could hide a match
-#: minus the .pth/.bin files whose state dict is nested ({"params_ema": {...}}): queried in place, a zip
-#: checkpoint answers for flat keys only and these read "unknown" (before may_have too) - a gap of the
-#: in-place pickle reader (PickleBytes), not of the family rules
-IN_PLACE_CASES = sorted(set(CASES) - {"ip-adapter_sd15.bin", "RealESRGAN_x4plus.pth", "realesr-general-x4v3.pth"})
+IN_PLACE_CASES = sorted(CASES)
+#: a state dict wrapped in another dict ({"params_ema": {...}}, an IP-Adapter's two parts): the pickle's
+#: bytes cannot join the two levels of names, so these are unpickled whole (small files) and flattened
+WRAPPED = {"ip-adapter_sd15.bin", "RealESRGAN_x4plus.pth", "realesr-general-x4v3.pth"}
 
 
 @pytest.mark.parametrize("name", IN_PLACE_CASES)
@@ -167,9 +168,28 @@ def test_each_new_kind_is_told_from_a_header_queried_in_place(tmp_path, monkeypa
     path = write(tmp_path / name, build(), "safetensors" if name.endswith(".safetensors") else "pt")
     _in_place(monkeypatch)
     index = headers.open_index(path)[0]
-    assert type(index) is not headers.TensorIndex  # really in place
+    assert (type(index) is headers.TensorIndex) == (name in WRAPPED)  # really in place, except the wrapped
     r = probe.probe(path)
     assert (r.kind, r.base, r.variant) == (kind, base, variant), r
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_a_full_size_realesrgan_pth_is_an_upscaler(tmp_path, legacy):
+    # the real RealESRGAN_x4plus.pth layout: 23 RRDB blocks (~700 tensors) under "params_ema"; its data.pkl
+    # is far above the in-place threshold, and the wrapped names must still be found (widths kept small)
+    sd = rrdbnet()
+    for b in range(1, 23):
+        for r in (1, 2, 3):
+            for k in range(1, 6):
+                sd[f"body.{b}.rdb{r}.conv{k}.weight"] = t(8, 8, 3, 3)
+                sd[f"body.{b}.rdb{r}.conv{k}.bias"] = t(8)
+    path = tmp_path / "RealESRGAN_x4plus.pth"
+    torch.save({"params_ema": sd}, str(path), _use_new_zipfile_serialization=not legacy)
+    if not legacy:
+        with zipfile.ZipFile(path) as z:
+            assert len(z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))) > headers.PICKLE_IN_PLACE_ABOVE
+    r = probe.probe(path)
+    assert (r.kind, r.variant) == ("upscaler", "realesrgan"), r
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pt"])

@@ -503,7 +503,9 @@ def _object_index(obj: Any) -> tuple[TensorIndex, dict[str, Any]]:
     """An index over an unpickled checkpoint object, and its top-level scalars."""
     root = obj.get("state_dict") if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
     scalars = flatten_tensors({k: v for k, v in obj.items() if k != "state_dict"})[1] if isinstance(obj, dict) else {}
-    if isinstance(root, dict) and len(root) > RECORDS_IN_PLACE_ABOVE:
+    # a nested state dict ({"params_ema": {...}} of basicsr upscalers, an IP-Adapter's {"image_proj": ...,
+    # "ip_adapter": ...}) is flattened: _RecordIndex answers for flat names only
+    if isinstance(root, dict) and len(root) > RECORDS_IN_PLACE_ABOVE and not any(isinstance(v, dict) for v in root.values()):
         return _RecordIndex(root), scalars
     return TensorIndex(flatten_tensors(obj)[0]), scalars
 
@@ -602,7 +604,8 @@ def _pickle_index(path: Path) -> tuple[TensorIndex, dict[str, Any]]:
         raise ProbeError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data is None:  # legacy or plain pickle
         return _object_index(_read_pickle(path))
-    if len(data) > PICKLE_IN_PLACE_ABOVE and b"prediction_type" not in data and b"parameterization" not in data:
+    if (len(data) > PICKLE_IN_PLACE_ABOVE and b"prediction_type" not in data and b"parameterization" not in data
+            and not _wrapped_state_dict(data)):
         try:
             view = PickleBytes(data)
             step = view.int_value("global_step")
@@ -610,6 +613,28 @@ def _pickle_index(path: Path) -> tuple[TensorIndex, dict[str, Any]]:
         except (InPlaceUnsupported, IndexError, struct.error):
             pass
     return _object_index(_unpickle_data(data, path))
+
+
+_FIRST_KEY = re.compile(rb"\x80\x02\}q\x00\(?X(.{4})", re.S)  # torch.save of a dict: its first key (MARK when 2+ keys)
+
+
+def _wrapped_state_dict(data: bytes) -> bool:
+    """Whether a pickle's top-level dict starts with a key (other than ``state_dict``) whose value is a dict:
+    ``{"params_ema": {...}}`` (basicsr upscalers), ``{"image_proj": {...}, "ip_adapter": {...}}`` (IP-Adapter).
+
+    :class:`PickleBytes` finds keys by their bytes and cannot join ``params_ema`` + ``conv_first.weight``,
+    so such files are unpickled whole (they are small: upscalers, adapters); a few byte compares, no scan.
+    """
+    m = _FIRST_KEY.match(data)
+    if m is None:
+        return False
+    start = m.end()
+    end = start + struct.unpack("<I", m.group(1))[0]
+    if data[start:end] == b"state_dict":
+        return False
+    op = data[end:end + 1]
+    end += 2 if op == b"q" else 5 if op == b"r" else 0  # BINPUT / LONG_BINPUT of the key
+    return data[end:end + 1] == b"}" or data.startswith(b"ccollections\nOrderedDict\n", end)
 
 
 def open_index(path: Path) -> tuple[TensorIndex, dict[str, Any], str]:
