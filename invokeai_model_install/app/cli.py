@@ -101,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         "delete",
         help="remove a model from models.yaml (--purge also deletes its files)",
         description="Remove a model from models.yaml. With --purge also delete its files, "
-        "but only files inside the root's models/ folder; anything else is reported and kept.",
+        "but only files inside the root's model folders (models/, loras/, embeddings/); anything else is reported and kept.",
     )
     p.add_argument("model_name", metavar="NAME", help="the model's name (see `list`)")
-    p.add_argument("--purge", dest="purge_files", action="store_true", help="also delete its files inside ROOT/models/")
+    p.add_argument("--purge", dest="purge_files", action="store_true", help="also delete its files inside ROOT/models/, ROOT/loras/ or ROOT/embeddings/")
     p.set_defaults(handler=cmd_delete)
 
     p = subparsers.add_parser(

@@ -51,7 +51,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                         "URLs of .safetensors/.ckpt files, model files or folders")
     g.add_argument("--delete", nargs="+", action="extend", metavar="NAME", default=[],
                    help="remove these models from models.yaml (files are kept unless --purge)")
-    g.add_argument("--purge", action="store_true", help="with --delete: also delete their files inside ROOT/models/")
+    g.add_argument("--purge", action="store_true", help="with --delete: also delete their files inside ROOT/models/, ROOT/loras/ or ROOT/embeddings/")
     g.add_argument("--scan-dir", "--scan_dir", dest="scan_dir", metavar="DIR",
                    help="import every model file under DIR (recursively) that is not installed yet")
     scan = g.add_mutually_exclusive_group()
