@@ -96,3 +96,24 @@ def test_a_descriptor_the_kernel_cannot_splice_says_so(tmp_path):
     finally:
         os.close(fd)
         sp.close()
+
+
+def test_a_socket_numbered_above_1024_is_waited_for(pair, tmp_path):
+    import resource
+
+    sender, receiver = pair
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1500:
+        if hard != resource.RLIM_INFINITY and hard <= 1500:
+            pytest.skip(f"this process may open at most {hard} files: no descriptor 1500 to test with")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    high = os.dup2(receiver.fileno(), 1500)  # a process with many files open (select() would refuse it)
+    sp = Splicer()
+    try:
+        with pytest.raises(TimeoutError):
+            sp.fill(high, 10, timeout=0.2)
+        sender.sendall(b"z" * 10)
+        assert sp.fill(high, 10, timeout=5) == 10
+    finally:
+        sp.close()
+        os.close(high)

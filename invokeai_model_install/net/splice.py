@@ -75,8 +75,10 @@ class Splicer:
             try:
                 n = _SPLICE(sock_fd, self._w, want, flags=_MOVE | _MORE | _NONBLOCK)
             except BlockingIOError:
-                ready, _, _ = select.select([sock_fd], [], [], timeout)
-                if not ready:
+                # poll, not select: select cannot watch a descriptor numbered 1024 or more
+                poller = select.poll()
+                poller.register(sock_fd, select.POLLIN)
+                if not poller.poll(max(0, int(timeout * 1000))):
                     raise TimeoutError(errno.ETIMEDOUT, "timed out") from None
                 continue
             except OSError as exc:
