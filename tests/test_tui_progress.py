@@ -163,3 +163,36 @@ def test_long_errors_are_wrapped_never_cut():
     text = " ".join(line.strip() for line in lines)
     assert "END-OF-MESSAGE" in text and "END-OF-HINT" in text
     assert lines[0].startswith("! https://h/x.safetensors:") and lines[1].startswith("  ")
+
+
+def test_more_rows_than_room_keep_the_running_one_then_failures_and_the_newest_in_view():
+    state = ProgressState()
+    names = ["a", "b", "c", "d", "e"]  # one folder line of the form became five models
+    state.apply(ev.PlanStarted(items=tuple(f"m{i}" for i in range(5)), labels=tuple(f"/models/folder/{n}.safetensors" for n in names),
+                               total_bytes=-1))
+    state.apply(ev.ItemStarted(item="m0", label="/models/folder/a.safetensors"))
+    lines, first = state.status_view(80, 3)
+    assert (len(lines), first) == (5, 0) and lines[0].startswith(">")  # the running one, at the top
+    for i in range(1, 5):
+        state.apply(ev.ItemRegistered(item=f"m{i - 1}", name=names[i - 1]))
+        state.apply(ev.ItemStarted(item=f"m{i}", label=f"/models/folder/{names[i]}.safetensors"))
+    lines, first = state.status_view(80, 3)
+    assert any(line.startswith(">") and "e.safetensors" in line for line in lines[first:first + 3])  # still in view
+    state.apply(ev.ItemFailed(item="m4", message="cannot read it", error="ProbeError"))
+    state.apply(ev.PlanFinished(succeeded=4, failed=1))
+    lines, first = state.status_view(80, 3)
+    assert first == 0 and len(lines) == 3
+    assert "3 more, every one in the log below" in lines[0]
+    # the failure is never the one hidden; the rest of the room goes to the newest; in plan order
+    assert lines[1].startswith("+") and "d.safetensors" in lines[1]
+    assert lines[2].startswith("!") and "e.safetensors" in lines[2]
+    state2 = ProgressState()
+    state2.apply(ev.PlanStarted(items=tuple(f"m{i}" for i in range(5)), labels=tuple(f"/f/{n}" for n in names), total_bytes=-1))
+    state2.apply(ev.ItemFailed(item="m0", message="broken", error="ProbeError"))
+    for i in range(1, 5):
+        state2.apply(ev.ItemRegistered(item=f"m{i}", name=names[i]))
+    state2.apply(ev.PlanFinished(succeeded=4, failed=1))
+    old_failure, _ = state2.status_view(80, 3)
+    assert [line[0] for line in old_failure[1:]] == ["!", "+"] and "/f/a" in old_failure[1] and "/f/e" in old_failure[2]
+    few, first = state.status_view(80, 10)
+    assert (len(few), first) == (5, 0)  # room for all: nothing hidden

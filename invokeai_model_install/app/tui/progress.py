@@ -213,6 +213,25 @@ class ProgressState:
             out.append(cut(text, width))
         return out
 
+    def status_view(self, width: int, height: int) -> tuple[list[str], int]:
+        """The status lines for a box ``height`` rows high, and the first row to show.
+
+        More items than rows (a folder of models is one line of the form but one row per model here):
+        while running, the running row stays in view; otherwise the first row says how many are not
+        shown and the failures come first, then the newest rows.
+        """
+        lines = self.status_lines(width)
+        if len(lines) <= height:
+            return lines, 0
+        states = [row.state for row in self.items.values()]
+        if "running" in states:
+            running = states.index("running")
+            return lines, max(0, min(running, len(lines) - height))
+        room = max(1, height - 1)
+        order = [i for i, st in enumerate(states) if st == "failed"] + [i for i, st in enumerate(states) if st != "failed"][::-1]
+        shown = sorted(order[:room])
+        return [cut(f"  ({len(lines) - len(shown)} more, every one in the log below)", width)] + [lines[i] for i in shown], 0
+
     def bar_line(self, width: int) -> str:
         """The current transfer(s): bar, percent, bytes, speed, ETA and file name(s)."""
         if not self.files:

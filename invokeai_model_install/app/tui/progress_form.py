@@ -142,12 +142,9 @@ class ProgressForm(npyscreen.FormBaseNew):
     def refresh_widgets(self) -> None:
         width = self.columns - 8
         self.w_summary.value = self.state.summary()
-        self.w_items.values = self.state.status_lines(width) or ["(nothing to do)"]
-        # more items than rows: keep the one running in view
-        states = [row.state for row in self.state.items.values()]
-        if "running" in states and len(states) > self.w_items.height:
-            running = states.index("running")
-            self.w_items.start_display_at = max(0, min(running, len(states) - self.w_items.height))
+        lines, first = self.state.status_view(width, self.w_items.height)
+        self.w_items.values = lines or ["(nothing to do)"]
+        self.w_items.start_display_at = first
         self.w_bar.value = self.state.bar_line(width)
         self.w_log.values = self.state.log_lines(width)
         # keep the newest log lines in view
