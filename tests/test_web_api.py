@@ -327,6 +327,10 @@ def test_complete_paths(client, tmp_path):
     ({"items": ["x"], "convert": "yes"}, "true or false"),
     ({"autoscan": True}, "autoscan needs a scan folder"),
     ({"scan_dir": "/no/such/folder"}, "not a folder"),
+    ({"items": ["x"], "in_place": "yes"}, "'in_place' must be true or false"),
+    ({"items": ["x"], "in_place": 1}, "'in_place' must be true or false"),
+    ({"items": ["x"], "in_place": ["true"]}, "'in_place' must be true or false"),
+    ({"items": ["x"], "inplace": True}, "unknown field(s): inplace"),  # a misspelt choice must not copy silently
 ])
 def test_install_validation(client, state, body, words):
     r = client.post("/api/install", json=body, headers=AUTH)
@@ -479,3 +483,96 @@ def test_autoscan_folder_is_imported_and_remembered(client, layout, tmp_path, ti
     assert [it["status"] for it in job["items"]] == ["installed"], str(job["items"])
     assert client.get("/api/state", headers=AUTH).json()["autoscan"] == str(folder)
     assert "--autoconvert" in layout.init_file.read_text()
+
+
+# --- in place: local files registered where they are (the CLI's --in-place, the form's checkbox) -------------
+
+
+def _comfy_tree(tmp_path: Path, tiny_checkpoints, tiny_extras) -> tuple[Path, Path, Path, Path]:
+    """A ComfyUI-like ``models/`` folder: an SD-1 checkpoint, a LoRA, and a file no probe knows."""
+    tree = tmp_path / "ComfyUI" / "models"
+    ckpt = tree / "checkpoints" / "dreamshaper.safetensors"
+    lora = tree / "loras" / "style.safetensors"
+    noise = tree / "unknown" / "noise.safetensors"
+    for path, src in ((ckpt, tiny_checkpoints["sd-1", "safetensors"]), (lora, tiny_extras["lora-sd-1.safetensors"]),
+                      (noise, tiny_extras["random.safetensors"])):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, path)
+    return tree, ckpt, lora, noise
+
+
+def _stat(tree: Path) -> dict[Path, tuple[int, int, int]]:
+    return {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in tree.rglob("*") if p.is_file()}
+
+
+def test_in_place_install_registers_local_models_where_they_are(client, state, layout, tmp_path, tiny_checkpoints,
+                                                                tiny_extras, file_server):
+    tree, ckpt, lora, noise = _comfy_tree(tmp_path, tiny_checkpoints, tiny_extras)
+    shutil.copyfile(tiny_checkpoints["sd-1", "safetensors"], file_server.folder / "downloaded.safetensors")
+    url = file_server.url_for("downloaded.safetensors")
+    before = _stat(tree)
+    root_files = {p for p in layout.root.rglob("*") if p.is_file()}
+    r = client.post("/api/install", json={"items": [str(tree), url], "in_place": True}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    job = wait_job(client)
+    by_status = sorted((it["status"], it["label"]) for it in job["items"])
+    assert [s for s, _ in by_status] == ["installed", "installed", "installed", "skipped"], job["items"]
+    skipped = next(it for it in job["items"] if it["status"] == "skipped")
+    assert str(noise) in skipped["label"] and "left where it is, not registered" in skipped["message"], skipped
+
+    ms = models(client)
+    assert ms["dreamshaper"]["location"] == str(ckpt) and ms["dreamshaper"]["in_place"] is True
+    assert ms["dreamshaper"]["kind"] == "main" and ms["dreamshaper"]["registered"] is True
+    assert Registry(layout.models_yaml).get("dreamshaper")["weights"] == str(ckpt)  # its own path, outside the root
+    assert ms["style"]["location"] == str(lora) and ms["style"]["in_place"] is True and ms["style"]["kind"] == "lora"
+    assert "recorded where it is (in place)" in ms["style"]["description"]
+    assert "finds it in" not in ms["style"]["description"]  # 2.3.5 reads LoRAs only from ROOT/loras, not from there
+    assert not any("noise" in name for name in ms)
+    # the URL in the same request is downloaded into the root as always: in place is for local files only
+    assert ms["downloaded"]["location"].startswith("models/") and ms["downloaded"]["in_place"] is False
+    assert ms[LEGACY]["in_place"] is False and ms[OUTSIDE]["in_place"] is True  # a path outside the root, given by hand
+
+    # nothing of the tree was copied, moved, linked or touched
+    assert _stat(tree) == before
+    inodes = {ino for ino, _, _ in before.values()}
+    assert not [p for p in layout.root.rglob("*") if p.is_file() and p.stat().st_ino in inodes]
+    new = {p for p in layout.root.rglob("*") if p.is_file()} - root_files
+    copied = [p for p in new if p.suffix in (".safetensors", ".ckpt", ".pt", ".pth", ".bin")]
+    assert [p.name for p in copied] == ["downloaded.safetensors"], copied
+    assert not list(layout.kind_dir("lora").glob("style*"))
+
+    # the notes say what happened without naming a command-line flag (the choice came from the page)
+    notes = [n for it in job["items"] for n in it["notes"]]
+    assert any("style.safetensors: registered in place" in n for n in notes), notes
+    assert not any("--in-place" in n for n in notes), notes
+
+    # the same folder again: already installed, nothing changes
+    yaml_before = layout.models_yaml.read_text()
+    assert client.post("/api/install", json={"items": [str(tree)], "in_place": True}, headers=AUTH).status_code == 202
+    job = wait_job(client)
+    assert sorted(it["status"] for it in job["items"]) == ["skipped", "skipped", "skipped"], job["items"]
+    assert layout.models_yaml.read_text() == yaml_before
+    assert _stat(tree) == before
+
+
+def test_in_place_with_convert_is_refused_in_one_line(client, state, layout, tmp_path, tiny_checkpoints, tiny_extras):
+    from invokeai_model_install.app.web.server import CONVERT_LABEL, IN_PLACE_LABEL, STATIC_DIR
+
+    tree, *_ = _comfy_tree(tmp_path, tiny_checkpoints, tiny_extras)
+    before = layout.models_yaml.read_text()
+    r = client.post("/api/install", json={"items": [str(tree)], "in_place": True, "convert": True}, headers=AUTH)
+    assert r.status_code == 400
+    line = r.json()["error"]
+    assert "\n" not in line
+    assert line.startswith(f'"{IN_PLACE_LABEL}" (in_place) and "{CONVERT_LABEL}" (convert) exclude each other'), line
+    assert "untick one" in line
+    page = (STATIC_DIR / "index.html").read_text()
+    assert IN_PLACE_LABEL in page and CONVERT_LABEL in page  # the line names the boxes the user sees
+    assert line in (Path(__file__).resolve().parent.parent / "docs" / "web.md").read_text()  # quoted there as it is
+    assert state.jobs_started == 0
+    assert layout.models_yaml.read_text() == before
+    # either one alone is fine (false and null are "not asked")
+    for body in ({"in_place": True, "convert": False}, {"in_place": False, "convert": True}, {"in_place": None, "convert": True}):
+        r = client.post("/api/install", json={"items": ["no such thing at all"], **body}, headers=AUTH)
+        assert r.status_code == 202, (body, r.text)
+        wait_job(client)

@@ -318,6 +318,68 @@ def test_delete_with_purge(env, driver, shots):
     shot(driver, shots, "web-models-after.png")
 
 
+def test_register_a_comfyui_folder_in_place(env, driver, shots, tiny_checkpoints, tiny_extras):
+    """The add screen's "Register ... where they are (no copy)": a ComfyUI models folder is registered where it lies;
+    ticked with "Convert ..." the install is refused in one line; the models list shows each model's own path."""
+    from invokeai_model_install.app.web.server import CONVERT_LABEL, IN_PLACE_LABEL
+
+    tree = env["downloads"].parent / "ComfyUI" / "models"
+    ckpt = tree / "checkpoints" / "comfy-dreamshaper.safetensors"
+    lora = tree / "loras" / "comfy-style.safetensors"
+    for path, src in ((ckpt, tiny_checkpoints["sd-1", "safetensors"]), (lora, tiny_extras["lora-sd-1.safetensors"])):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, path)
+    stats = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (ckpt, lora)}
+    driver.find_element(By.ID, "tab-add").click()
+    box = driver.find_element(By.ID, "add-input")
+    box.clear()
+    box.send_keys(str(tree))
+    driver.find_element(By.ID, "add-button").click()
+    in_place = driver.find_element(By.ID, "opt-in-place")
+    assert in_place.find_element(By.XPATH, "..").text == IN_PLACE_LABEL
+    assert not in_place.is_selected()
+    in_place.click()
+    convert = driver.find_element(By.ID, "opt-convert")
+    convert.click()
+    # both: refused in one line, nothing starts, the list and both boxes stay as they are
+    with api(env) as c:
+        started = c.get("/api/state").json()["jobs_started"]
+    driver.find_element(By.ID, "install-button").click()
+    banner = driver.find_element(By.ID, "banner-text")
+    wait(driver, lambda: banner.is_displayed() and "exclude each other" in banner.text, what="the refusal")
+    assert IN_PLACE_LABEL in banner.text and CONVERT_LABEL in banner.text and "\n" not in banner.text
+    with api(env) as c:
+        assert c.get("/api/state").json()["jobs_started"] == started
+    assert in_place.is_selected() and convert.is_selected()
+    assert [li.find_element(By.CSS_SELECTOR, ".mono").text for li in driver.find_elements(By.CSS_SELECTOR, "#pending-list li.pending-item")] == [str(tree)]
+    driver.find_element(By.ID, "banner-close").click()
+    convert.click()
+    assert not convert.is_selected()
+    shot(driver, shots, "web-add-in-place.png")
+    before = job_id(driver)
+    driver.find_element(By.ID, "install-button").click()
+    wait_new_job(driver, before)
+    wait(driver, lambda: sorted(statuses(driver)) == ["installed", "installed"], what="both models registered")
+    notes = " ".join(n.text for n in driver.find_elements(By.CSS_SELECTOR, "#job-items .note-line"))
+    assert "registered in place" in notes and "--in-place" not in notes, notes
+    driver.find_element(By.ID, "tab-models").click()
+    wait(driver, lambda: {"comfy-dreamshaper", "comfy-style"} <= set(rows(driver)), what="the in-place rows")
+    for name, path in (("comfy-dreamshaper", ckpt), ("comfy-style", lora)):
+        assert cell(driver, name, ".pill.in-place") == "in place"
+        assert cell(driver, name, ".model-path") == str(path)
+    assert not rows(driver)[LEGACY].find_elements(By.CSS_SELECTOR, ".pill.in-place")  # inside the root: no path shown
+    assert cell(driver, "comfy-dreamshaper", ".model-format") == "ckpt"
+    driver.execute_script("arguments[0].scrollIntoView()", rows(driver)["comfy-dreamshaper"])  # both new rows on the shot
+    shot(driver, shots, "web-models-in-place.png")
+    assert {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (ckpt, lora)} == stats  # untouched
+    layout = env["layout"]
+    assert not [p for p in layout.root.rglob("*.safetensors") if p.stat().st_ino in {i for i, _, _ in stats.values()}]
+    assert not list(layout.root.rglob("comfy-*.safetensors"))  # no copy anywhere in the root (manifests only)
+    driver.find_element(By.ID, "tab-add").click()
+    in_place.click()  # as a user would, for what comes next
+    assert not in_place.is_selected()
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass

@@ -361,8 +361,9 @@ def _install_local(path: Path, spec: Spec, ctx: ItemContext, *, convert: bool, c
     fixed_from: dict[Path, tuple[str, int]] = {}
     if pr.kind in ("lora", "embedding") and ctx.plan.in_place:
         folder = layout.relative(layout.kind_dir(pr.kind))
-        ctx.note(f"{path.name}: recorded where it is (--in-place); InvokeAI 2.3.5 reads {pr.kind}s only from {folder}/ "
-                 f"(add it without --in-place to link it there)")
+        # neutral wording: the choice comes from --in-place, the form's checkbox or the web page's
+        ctx.note(f"{path.name}: registered in place (recorded where it is); InvokeAI 2.3.5 reads {pr.kind}s only from "
+                 f"{folder}/, so it does not list this one (link or copy the file there to use it in InvokeAI)")
     elif pr.kind in ("lora", "embedding") and layout.flavour == "invokeai":
         # 2.3.5 finds LoRAs only in ROOT/loras and embeddings only in ROOT/embeddings (no stanzas): link or copy there
         original = path

@@ -59,6 +59,20 @@ def _vae_text(vae: Any) -> str:
     return str(vae or "")
 
 
+def in_place(layout: RootLayout, location: str) -> bool:
+    """True for a model whose files lie outside the root, registered where they are (an in-place import, or a
+    path given by hand): the page shows its path; purges never delete it."""
+    if not location or not os.path.isabs(location):
+        return False
+    try:
+        Path(location).resolve().relative_to(layout.root.resolve())
+    except ValueError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def list_models(layout: RootLayout) -> list[dict[str, Any]]:
     """One record per installed model, in models.yaml order (the page's table)."""
     from invokeai_model_install.root import manifest as mf
@@ -93,15 +107,20 @@ def list_models(layout: RootLayout) -> list[dict[str, Any]]:
             "height": stanza.get("height"),
             "convertible": kind == "main" and fmt != "diffusers" and bool(stanza.get("weights")),
             "registered": True,
+            "in_place": in_place(layout, location),
         })
     stanzas = {r["name"] for r in out}
     for m in mf.unregistered(layout):  # a 2.3 root lists only main models: the rest is known from manifests
         if m.name in stanzas:
             continue
+        outside = in_place(layout, m.path)
+        # registered in place, InvokeAI 2.3.5 does not see it (it reads LoRAs and embeddings only inside the root)
+        description = (f"not in models.yaml; recorded where it is (in place), for other UIs; from {m.source}" if outside
+                       else f"not in models.yaml (InvokeAI 2.3.5 finds it in {m.path}); from {m.source}")
         out.append({"name": m.name, "kind": m.kind, "base": "", "format": m.format, "size": m.total_size,
-                    "default": False, "description": f"not in models.yaml (InvokeAI 2.3.5 finds it in {m.path}); from {m.source}",
+                    "default": False, "description": description,
                     "location": m.path, "vae": "", "config": "", "width": None, "height": None, "convertible": False,
-                    "registered": False})
+                    "registered": False, "in_place": outside})
     return out
 
 

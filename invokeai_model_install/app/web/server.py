@@ -446,6 +446,19 @@ def _str_list(data: dict[str, Any], key: str) -> list[str]:
     return [v.strip() for v in value if v.strip()]
 
 
+#: The fields ``POST /api/install`` takes; anything else is refused (a misspelt ``inplace`` must not copy silently).
+INSTALL_FIELDS = ("items", "starters", "convert", "in_place", "prediction_type", "scan_dir", "autoscan")
+#: The add screen's two labels (static/index.html), named by the refusal of both at once.
+IN_PLACE_LABEL = "Register local files and folders where they are (no copy)"
+CONVERT_LABEL = "Convert single-file checkpoints to diffusers"
+
+
+def _known_fields(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(map(str, unknown))}", "accepted: " + ", ".join(allowed))
+
+
 def _expand(text: str) -> Path:
     return Path(os.path.expanduser(text.strip())).absolute()
 
@@ -499,9 +512,15 @@ def create_app(state: WebState) -> Any:
 
     async def post_install(request: Request) -> Response:
         data = await _json_body(request)
+        _known_fields(data, INSTALL_FIELDS)
         items = _str_list(data, "items")
         starters = _str_list(data, "starters")
         convert = _opt_bool(data, "convert")
+        in_place = _opt_bool(data, "in_place")
+        if in_place and convert:  # the CLI refuses --in-place --convert, the form both boxes, the same way
+            raise ApiError(400, f'"{IN_PLACE_LABEL}" (in_place) and "{CONVERT_LABEL}" (convert) exclude each other: '
+                                "conversion writes a diffusers copy",
+                           "untick one; a model registered in place can be converted later with its Convert to Diffusers button")
         prediction = _opt_str(data, "prediction_type")
         if prediction not in (None, "epsilon", "v"):
             raise ApiError(400, f"prediction_type {prediction!r} is not epsilon or v")
@@ -518,7 +537,8 @@ def create_app(state: WebState) -> Any:
             if unknown:
                 raise ApiError(400, f"not starter models: {', '.join(unknown)}", "see GET /api/starters")
         plan = InstallPlan(install_starters=tuple(dict.fromkeys(starters)), imports=tuple(dict.fromkeys(items)),
-                           scan_dir=scan_dir, autoscan=autoscan, convert=bool(convert), prediction_type=prediction)
+                           scan_dir=scan_dir, autoscan=autoscan, convert=bool(convert), in_place=bool(in_place),
+                           prediction_type=prediction)
         if plan.is_empty():
             raise ApiError(400, "nothing to install", "give items, starters or a scan folder")
         job = state.start_job(plan, "install")

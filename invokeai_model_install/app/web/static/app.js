@@ -103,12 +103,18 @@ function renderModels() {
     );
     body.append(el("tr", { "data-name": m.name, class: "model-row" },
       el("td", { class: "default-mark", title: m.default ? "default model" : "", text: m.default ? "★" : "" }),
-      el("td", { class: "model-name", text: m.name, title: m.location }),
+      el("td", { class: "model-name", title: m.location },
+        el("span", { text: m.name }),
+        m.in_place
+          ? el("div", { class: "model-location" },
+            el("span", { class: "pill in-place", title: "registered where it is, outside the root: never copied, never deleted by a purge", text: "in place" }),
+            " ", el("span", { class: "mono muted model-path", text: m.location }))
+          : null),
       el("td", { class: "model-kind", text: m.kind }),
       el("td", { class: "model-base", text: m.base || "" }),
       el("td", { class: "model-format", text: m.format }),
       el("td", { class: "num", text: humanBytes(m.size) }),
-      el("td", { class: "muted", text: m.description }),
+      el("td", { class: "muted model-description", text: m.description }),
       actions,
     ));
   }
@@ -287,6 +293,7 @@ async function startInstall() {
     items: state.pending.map((p) => p.line),
     starters: state.starters.filter((s) => s.checked).map((s) => s.key),
     convert: $("opt-convert").checked,
+    in_place: $("opt-in-place").checked, // with convert the server refuses both in one line (shown in the banner)
   };
   const scan = $("autoscan-input").value.trim();
   if ($("opt-autoscan").checked) {
