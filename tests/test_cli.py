@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -540,3 +541,20 @@ def test_help_epilog_points_to_commands_not_to_docs_files(capsys) -> None:
     assert "COMMAND --help" in out and "starters" in out and "--create-root" in out
     for command in ("list", "delete", "edit", "default", "starters", "scan", "verify"):
         assert f"    {command} " in out
+
+
+@pytest.mark.parametrize("purge", [False, True], ids=["delete", "delete --purge"])
+def test_deleting_a_lora_registered_in_place_forgets_it_and_keeps_its_file(root: Path, tmp_path: Path, tiny_extras, capsys, purge) -> None:
+    from invokeai_model_install.root import manifest
+
+    lora = tmp_path / "ComfyUI" / "models" / "loras" / "style.safetensors"
+    lora.parent.mkdir(parents=True)
+    shutil.copy(tiny_extras["lora-sd-1.safetensors"], lora)
+    assert cli.main(["--root", str(root), "--add", str(lora), "--in-place"]) == 0
+    layout = RootLayout(root)
+    assert manifest.read_manifest(layout, "style").path == str(lora)
+    capsys.readouterr()
+    assert run(root, "delete", "style", *(["--purge"] if purge else [])) == 0  # no "run it with --purge" detour
+    out = capsys.readouterr().out
+    assert lora.exists() and f"kept {lora}" in out and "registered in place" in out
+    assert manifest.read_manifest(layout, "style") is None  # forgotten: `list` no longer shows it

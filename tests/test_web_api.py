@@ -554,6 +554,12 @@ def test_in_place_install_registers_local_models_where_they_are(client, state, l
     assert layout.models_yaml.read_text() == yaml_before
     assert _stat(tree) == before
 
+    # deleting the in-place LoRA (no stanza) forgets it without asking for a purge; its file stays where it is
+    r = client.delete("/api/models/style", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["deleted"] == [] and "registered in place" in r.json()["kept"][0]["why"]
+    assert "style" not in models(client) and lora.exists() and _stat(tree) == before
+
 
 def test_in_place_with_convert_is_refused_in_one_line(client, state, layout, tmp_path, tiny_checkpoints, tiny_extras):
     from invokeai_model_install.app.web.server import CONVERT_LABEL, IN_PLACE_LABEL, STATIC_DIR
@@ -576,3 +582,15 @@ def test_in_place_with_convert_is_refused_in_one_line(client, state, layout, tmp
         r = client.post("/api/install", json={"items": ["no such thing at all"], **body}, headers=AUTH)
         assert r.status_code == 202, (body, r.text)
         wait_job(client)
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/api/scan", {"folder": "/tmp", "recursive": True}),
+    ("/api/answer", {"qid": "q1", "choice": "v", "choise": "v"}),
+    ("/api/models/anything/convert", {"delete_orignal": True}),
+])
+def test_every_json_endpoint_refuses_fields_it_does_not_know(client, state, path, body):
+    # a misspelt option must never be ignored silently (e.g. a convert that keeps what should be deleted)
+    r = client.post(path, json=body, headers=AUTH)
+    assert r.status_code == 400 and "unknown field(s):" in r.json()["error"], r.text
+    assert state.jobs_started == 0

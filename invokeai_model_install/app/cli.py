@@ -478,6 +478,12 @@ def cmd_delete(args: argparse.Namespace, layout: RootLayout, catalog_path: Path 
     record = manifest.read_manifest(layout, args.model_name)
     if reg.load().get(args.model_name) is None and record is not None and not record.stanza:
         # a VAE, LoRA, embedding ... of a 2.3 root: no stanza, only files (and the manifest)
+        if not layout.is_inside_models(layout.absolute(record.path)):
+            # registered in place: forgetting it is all there is to do; --purge never deletes outside the root
+            manifest.remove_manifest(layout, args.model_name)
+            print(f"Removed {args.model_name}.")
+            print(f"  kept {layout.absolute(record.path)} (registered in place: files outside the root are never deleted)")
+            return 0
         if not args.purge_files:
             raise UsageError(f"{args.model_name} has no models.yaml stanza (a {_KIND_WORDS.get(record.kind, record.kind)} "
                              f"in {record.path}); deleting it means deleting its files",

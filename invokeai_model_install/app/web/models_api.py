@@ -248,6 +248,11 @@ def delete_model(layout: RootLayout, name: str, *, purge: bool) -> dict[str, Any
     from invokeai_model_install.root.registry import purge_model_files
 
     if _registry(layout).load().get(name) is None and (record := _unregistered(layout, name)) is not None:
+        where = layout.absolute(record.path)
+        if not layout.is_inside_models(where):  # registered in place: forget it; its files are never deleted
+            mf.remove_manifest(layout, name)
+            return {"removed": name, "purged": purge, "deleted": [],
+                    "kept": [{"path": str(where), "why": "registered in place: files outside the root are never deleted"}]}
         if not purge:  # a LoRA, embedding, VAE ... without a stanza: deleting it means deleting its files
             raise UsageError(f"{name} has no models.yaml stanza; delete it with its files (purge)", "")
         deleted, kept = purge_model_files(layout, {"path": record.path}, _registry(layout).load())

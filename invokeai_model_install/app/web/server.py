@@ -594,6 +594,7 @@ def create_app(state: WebState) -> Any:
     async def convert_model(request: Request) -> Response:
         name = request.path_params["name"]
         data = await _json_body(request)
+        _known_fields(data, ("delete_original", "prediction_type"))
         delete_original = bool(_opt_bool(data, "delete_original"))
         prediction = _opt_str(data, "prediction_type")
         if prediction not in (None, "epsilon", "v"):
@@ -611,6 +612,7 @@ def create_app(state: WebState) -> Any:
 
     async def post_scan(request: Request) -> Response:
         data = await _json_body(request)
+        _known_fields(data, ("folder",))
         folder = _opt_str(data, "folder")
         if not folder or not folder.strip():
             raise ApiError(400, "give a folder to search")
@@ -618,6 +620,7 @@ def create_app(state: WebState) -> Any:
 
     async def post_answer(request: Request) -> Response:
         data = await _json_body(request)
+        _known_fields(data, ("qid", "choice"))
         qid, choice = _opt_str(data, "qid"), _opt_str(data, "choice")
         if not qid or not choice:
             raise ApiError(400, "give qid and choice")
