@@ -368,6 +368,9 @@ def test_register_a_comfyui_folder_in_place(env, driver, shots, tiny_checkpoints
         assert cell(driver, name, ".pill.in-place") == "in place"
         assert cell(driver, name, ".model-path") == str(path)
     assert not rows(driver)[LEGACY].find_elements(By.CSS_SELECTOR, ".pill.in-place")  # inside the root: no path shown
+    # a LoRA has no models.yaml stanza in a 2.3 root: nothing to edit, so no Edit button (a main model has one)
+    assert not rows(driver)["comfy-style"].find_elements(By.CSS_SELECTOR, "[data-action=edit]")
+    assert rows(driver)["comfy-dreamshaper"].find_elements(By.CSS_SELECTOR, "[data-action=edit]")
     assert cell(driver, "comfy-dreamshaper", ".model-format") == "ckpt"
     driver.execute_script("arguments[0].scrollIntoView()", rows(driver)["comfy-dreamshaper"])  # both new rows on the shot
     shot(driver, shots, "web-models-in-place.png")

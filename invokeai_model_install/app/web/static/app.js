@@ -92,7 +92,9 @@ function renderModels() {
   }
   for (const m of state.models) {
     const actions = el("td", { class: "actions" },
-      el("button", { type: "button", class: "secondary small", text: "Edit", "data-action": "edit", onclick: () => openEdit(m) }),
+      m.registered  // only a models.yaml stanza has settings to edit (a LoRA, embedding or VAE of a 2.3 root has none)
+        ? el("button", { type: "button", class: "secondary small", text: "Edit", "data-action": "edit", onclick: () => openEdit(m) })
+        : null,
       m.kind === "main" && !m.default
         ? el("button", { type: "button", class: "secondary small", text: "Make default", "data-action": "default", onclick: () => makeDefault(m) })
         : null,
