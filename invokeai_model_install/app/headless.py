@@ -77,8 +77,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None,
                    help="where conversions run (default auto: CUDA when present)")
     g.add_argument("--max-connections", "--max_connections", dest="max_connections", type=_connections, metavar="N",
-                   help="HTTP connections at once, across files and ranges of large files "
-                        "(1-64; default $INVOKEAI_MAX_CONNECTIONS, else 8)")
+                   help="the most HTTP connections at once, across files and ranges of large files "
+                        "(1-64; default $INVOKEAI_MAX_CONNECTIONS, else 8; over plain http a file starts on one "
+                        "and gets more while they raise the rate)")
     g.add_argument("--support-models", "--support_models", dest="support_models", action="store_true",
                    help="install the support models InvokeAI 2.3.5 needs to load checkpoint models (CLIP, the safety "
                         "checker, the SD-2 text encoder; into ROOT/models/hub). invokeai-configure does this")
