@@ -347,11 +347,14 @@ def main() -> int:
         bench = Bench(work, nginx)
         print(f"nginx up (https :{nginx.tls_port} limit_rate 40m, http :{nginx.http_port}); {args.rounds} round(s)\n", flush=True)
 
-        def alternate(part: str, tools: dict, rounds: dict[str, int]) -> None:
-            ours = tools["ours"].__defaults__  # (url, sha, expect) of this part: the variants fetch the same
+        def alternate(part: str, fetch: tuple[str, str, str], others: dict, rounds: dict[str, int]) -> None:
+            """``fetch``: (url, sha256, file name expected in the root) for ours and every --variant of ours."""
+            url, digest, expect = fetch
+            tools = {"ours": lambda: bench.ours(url, digest, expect=expect)}
             for name, env in variants.items():
-                tools[name] = lambda env=env, d=ours: bench.ours(*d[:2], expect=d[2], env=env)
+                tools[name] = lambda env=env: bench.ours(url, digest, expect=expect, env=env)
                 rounds[name] = rounds["ours"]
+            tools.update(others)
             res: dict[str, list[float]] = {t: [] for t in tools}
             names = list(tools)
             for i in range(max(rounds.values())):
@@ -367,18 +370,15 @@ def main() -> int:
 
         if "tls1g" in parts:
             u = nginx.url("big.safetensors", True)
-            alternate("tls1g", {"ours": lambda u=u, s=sha["big"], e="big.safetensors": bench.ours(u, s, expect=e), "aria2c": lambda: bench.aria2c(u),
-                                "curl": lambda: bench.curl(u)},
+            alternate("tls1g", (u, sha["big"], "big.safetensors"), {"aria2c": lambda: bench.aria2c(u), "curl": lambda: bench.curl(u)},
                       {"ours": args.rounds, "aria2c": args.rounds, "curl": args.curl_tls_rounds})
         if "tls200" in parts:
             u = nginx.url("mid.safetensors", True)
-            alternate("tls200", {"ours": lambda u=u, s=sha["mid"], e="mid.safetensors": bench.ours(u, s, expect=e), "aria2c": lambda: bench.aria2c(u),
-                                 "curl": lambda: bench.curl(u)},
+            alternate("tls200", (u, sha["mid"], "mid.safetensors"), {"aria2c": lambda: bench.aria2c(u), "curl": lambda: bench.curl(u)},
                       {"ours": args.rounds, "aria2c": args.rounds, "curl": args.curl_tls_rounds})
         if "plain" in parts:
             u = nginx.url("big.safetensors", False)
-            alternate("plain", {"ours": lambda u=u, s=sha["big"], e="big.safetensors": bench.ours(u, s, expect=e), "curl": lambda: bench.curl(u),
-                                "aria2c": lambda: bench.aria2c(u)},
+            alternate("plain", (u, sha["big"], "big.safetensors"), {"curl": lambda: bench.curl(u), "aria2c": lambda: bench.aria2c(u)},
                       {"ours": args.rounds, "curl": args.rounds, "aria2c": args.rounds})
         if "start" in parts:
             u = nginx.url("small.safetensors", False)

@@ -128,7 +128,7 @@ def migrate_root(layout: RootLayout, note: Callable[[str], None] | None = None) 
                     "(ComfyUI or InvokeAI 3+ run it)")
                 _unregister(layout, manifests, name)
                 continue
-            if s.get("format") == "diffusers" and path is not None and _inside(path, layout.legacy_diffusers_dir):
+            if s.get("format") == "diffusers" and path is not None and path.absolute().is_relative_to(layout.legacy_diffusers_dir.absolute()):
                 m = manifests.get(name) or by_path.get(str(stored))
                 converted = m is not None and m.key.endswith("#diffusers")
                 folder = layout.converted_dir if converted else layout.kind_dir("main-diffusers")
@@ -207,23 +207,20 @@ def write_version(layout: RootLayout) -> None:
     atomic_write_text(layout.version_file, INVOKEAI23_VERSION + "\n")
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.absolute().relative_to(folder.absolute())
-    except ValueError:
-        return False
-    return True
+def _free_name(path: Path, folder: Path) -> Path:
+    """``folder/<path's name>``, or ``<stem>-2<suffix>``, ``-3`` ... when taken (a folder: ``<name>-2``); makes ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, suffix = (path.stem, path.suffix) if path.is_file() else (path.name, "")
+    dest, n = folder / path.name, 2
+    while dest.exists() or dest.is_symlink():
+        dest = folder / f"{stem}-{n}{suffix}"
+        n += 1
+    return dest
 
 
 def _move_into(path: Path, folder: Path) -> Path:
     """Move ``path`` into ``folder`` under its own name (``-2`` ... when taken); same file system: a rename."""
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / path.name
-    n = 2
-    while dest.exists() or dest.is_symlink():
-        stem, suffix = (path.stem, path.suffix) if path.is_file() else (path.name, "")
-        dest = folder / f"{stem}-{n}{suffix}"
-        n += 1
+    dest = _free_name(path, folder)
     try:
         os.replace(path, dest)
     except OSError:  # another file system: copy, then remove the original
@@ -237,12 +234,8 @@ def _move_into(path: Path, folder: Path) -> Path:
 
 
 def _link_into(path: Path, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / path.name
-    n = 2
-    while dest.exists() or dest.is_symlink():
-        dest = folder / (f"{path.stem}-{n}{path.suffix}" if path.is_file() else f"{path.name}-{n}")
-        n += 1
+    """A hard link (a copy across file systems; a folder is copied) of ``path`` in ``folder``, named as by :func:`_free_name`."""
+    dest = _free_name(path, folder)
     if path.is_dir():
         shutil.copytree(path, dest)
     else:

@@ -27,23 +27,27 @@ class SkippedByUser(InstallerError):
     """The user answered "skip" to a question about this item."""
 
 
+def _ask(ctx: ItemContext, kind: str, prompt: str, choices: tuple[str, ...], labels: tuple[str, ...]) -> str | None:
+    """Put one question to the front end (a plan-unique id); -> its answer, None when nobody can answer."""
+    if ctx.ask is None:
+        return None
+    ctx.qcount[0] += 1
+    q = QuestionAsked(qid=f"q{ctx.qcount[0]}-{os.getpid()}", kind=kind, prompt=prompt, choices=choices, labels=labels)
+    ctx.emit(q)
+    return ctx.ask(q)
+
+
 def ask_prediction(ctx: ItemContext, label: str) -> str:
     """Ask the front end for an SD-2 prediction type; no answer -> QuestionUnanswered naming the flag."""
     if ctx.plan.prediction_type:
         return ctx.plan.prediction_type
-    ctx.qcount[0] += 1
-    q = QuestionAsked(
-        qid=f"q{ctx.qcount[0]}-{os.getpid()}",
-        kind="prediction_type",
-        prompt=f"{label} is a Stable Diffusion 2 model; was it trained for epsilon or v-prediction? "
+    answer = _ask(
+        ctx, "prediction_type",
+        f"{label} is a Stable Diffusion 2 model; was it trained for epsilon or v-prediction? "
         "(768-pixel SD-2 models are usually v; 512-pixel base models epsilon)",
-        choices=("epsilon", "v", "skip"),
-        labels=("epsilon (SD-2 512 base)", "v-prediction (SD-2 768)", "skip this model"),
+        ("epsilon", "v", "skip"),
+        ("epsilon (SD-2 512 base)", "v-prediction (SD-2 768)", "skip this model"),
     )
-    answer = None
-    if ctx.ask is not None:
-        ctx.emit(q)
-        answer = ctx.ask(q)
     if answer in ("epsilon", "v"):
         return answer
     if answer == "skip":
@@ -56,19 +60,13 @@ def ask_prediction(ctx: ItemContext, label: str) -> str:
 
 def ask_suspicious(ctx: ItemContext, label: str, file_name: str, reason: str) -> bool:
     """Ask the front end whether to install one suspicious pickle anyway; the default (and no answer) refuses."""
-    if ctx.ask is None:
-        return False
-    ctx.qcount[0] += 1
-    q = QuestionAsked(
-        qid=f"q{ctx.qcount[0]}-{os.getpid()}",
-        kind="suspicious",
-        prompt=f"{label}: {file_name} is a suspicious pickle: {reason}. InvokeAI 2.3 runs such imports when it "
+    return _ask(
+        ctx, "suspicious",
+        f"{label}: {file_name} is a suspicious pickle: {reason}. InvokeAI 2.3 runs such imports when it "
         "loads the file. Install it anyway?",
-        choices=("refuse", "install"),
-        labels=("refuse it (recommended)", "install it anyway: I trust where it comes from"),
-    )
-    ctx.emit(q)
-    return ctx.ask(q) == "install"
+        ("refuse", "install"),
+        ("refuse it (recommended)", "install it anyway: I trust where it comes from"),
+    ) == "install"
 
 
 def convert_answering(src: Path, tmp: Path, ctx: ItemContext, label: str, **kwargs: Any) -> None:

@@ -112,7 +112,8 @@ class Engine:
     connection never decides when a file ends.
     """
 
-    def __init__(self, settings: DownloadSettings, partial_dir: Path, on_event, cancel: threading.Event, nthreads: int = 1) -> None:
+    def __init__(self, settings: DownloadSettings, partial_dir: Path, on_event, cancel: threading.Event, nthreads: int = 1,
+                 start_connections: int = 1) -> None:
         self.settings = settings
         self.partial_dir = partial_dir
         self._on_event = on_event
@@ -127,7 +128,7 @@ class Engine:
         self.fatal: BaseException | None = None
         self.remaining = 0
         self.nthreads = nthreads
-        self.ramp = ConnectionRamp(settings.start_connections or 1, nthreads)  # download() sets the start by scheme
+        self.ramp = ConnectionRamp(start_connections, nthreads)
         self.split_busy = 0  # pieces of split files in flight (at most ramp.limit)
         self.split_size = max(1, settings.split_size)
         self.min_piece = max(64 << 10, min(self.split_size // 2, _PIECE_MIN))
@@ -725,7 +726,9 @@ def download(
         raise OfflineError(f"{resolved.label}: offline mode is on (HF_HUB_OFFLINE) and {len(todo)} file(s) are missing ({names})")
     partial.mkdir(parents=True, exist_ok=True)
     nthreads = max(1, min(settings.max_connections, 64))
-    engine = Engine(settings, partial, on_event, cancel, nthreads)
+    # see DownloadSettings.start_connections: all of them over https, one over plain http, unless set
+    start = settings.start_connections or (nthreads if any(rf.url.lower().startswith("https:") for rf, _ in todo) else 1)
+    engine = Engine(settings, partial, on_event, cancel, nthreads, start)
     jobs = [FileJob(rf, dest, partial_dir=partial, sidecar_interval=settings.sidecar_interval, cancel=cancel) for rf, dest in todo]
     opened: list[FileJob] = []
     try:
@@ -742,8 +745,6 @@ def download(
         raise
     engine.remaining = len(jobs)
     engine.jobs = jobs
-    if settings.start_connections is None and any(j.rf.url.lower().startswith("https:") for j in jobs):
-        engine.ramp.limit = engine.ramp.most  # see DownloadSettings.start_connections
     threads = [threading.Thread(target=engine.worker, daemon=True, name=f"dl-{i}") for i in range(nthreads)]
     watcher_stop = threading.Event()
 

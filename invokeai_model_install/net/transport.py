@@ -59,9 +59,13 @@ class Conns:
         """The TLS context for this pool's connections: the system's CAs, or the settings' CA bundle."""
         return tls_context(getattr(self.settings, "ca_bundle", None))
 
+    def _pool(self) -> dict[tuple[str, str, int], http.client.HTTPConnection]:
+        """This thread's connections by origin."""
+        return self.local.__dict__.setdefault("pool", {})
+
     def get(self, url: str) -> http.client.HTTPConnection:
         scheme, host, port = tokens.origin(url)
-        pool = self.local.__dict__.setdefault("pool", {})
+        pool = self._pool()
         key = (scheme, host, port)
         conn = pool.get(key)
         if conn is None:
@@ -90,7 +94,7 @@ class Conns:
 
     def socket_of(self, url: str) -> socket.socket | None:
         """The socket of this thread's connection to ``url``'s origin (None when not connected)."""
-        conn = self.local.__dict__.get("pool", {}).get(tokens.origin(url))
+        conn = self._pool().get(tokens.origin(url))
         return None if conn is None else conn.sock
 
     def connect(self, conn: http.client.HTTPConnection) -> None:
@@ -100,16 +104,14 @@ class Conns:
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
 
     def drop(self, url: str) -> None:
-        scheme, host, port = tokens.origin(url)
-        pool = self.local.__dict__.setdefault("pool", {})
-        conn = pool.pop((scheme, host, port), None)
+        conn = self._pool().pop(tokens.origin(url), None)
         if conn is not None:
             conn.close()
             with self.lock:
                 self.live.discard(conn)
 
     def close_thread(self) -> None:
-        for conn in self.local.__dict__.get("pool", {}).values():
+        for conn in self._pool().values():
             conn.close()
             with self.lock:
                 self.live.discard(conn)
