@@ -72,6 +72,7 @@ MAIN_CASES = [
     "local-ckpt-sd1-with-vae",
     "local-safetensors-sd1-inpaint",
     "local-safetensors-sd2-v",
+    "in-place-folder-sd1",
     "local-diffusers-folder-sd1",
     "converted-sd1",
     "converted-sd2-v",
@@ -245,6 +246,14 @@ def compat(tmp_path_factory, tiny_models, tiny_checkpoints, tiny_extras):
         log.append(f"$ invokeai-model-install --add ... --convert -> {p.returncode}\n{p.stdout[-4000:]}\n{p.stderr[-3000:]}")
         by_label.update(items_by_label(p))
         src.update(conv_src)
+        # a ComfyUI models/ tree registered where it is (--in-place, the form's and the page's checkbox)
+        comfy = incoming / "ComfyUI" / "models"
+        (comfy / "checkpoints").mkdir(parents=True)
+        src["in-place-folder-sd1"] = shutil.copyfile(tiny_checkpoints["sd-1", "safetensors"],
+                                                     comfy / "checkpoints" / "inplace-sd1.safetensors")
+        p = our_cli(["--root", str(root), "--add", str(comfy), "--in-place", "--json"], env)
+        log.append(f"$ invokeai-model-install --add COMFY/models --in-place -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-2000:]}")
+        by_label.update(items_by_label(p))
         names = {case: by_label.get(str(s), {}).get("name", "") for case, s in src.items()}
         items = {case: by_label.get(str(s), {}) for case, s in src.items()}
 
@@ -373,6 +382,16 @@ def test_main_model_loads_in_235(compat, case):
         assert close(sums["vae"], exp["vae-file"]), f"{case}: the VAE given with edit --vae was not used ({sums['vae']})"
     else:
         assert close(sums["vae"], exp[key]["vae"]), f"{case}: VAE weights differ from the source"
+
+
+def test_in_place_model_is_loaded_from_where_it_lies(compat):
+    name = compat["names"].get("in-place-folder-sd1")
+    assert name, compat["log"][-3000:]
+    stanza = compat["stanzas"][name]
+    weights = Path(stanza["weights"])
+    assert weights.is_absolute() and weights.parts[-4:] == ("ComfyUI", "models", "checkpoints", "inplace-sd1.safetensors"), stanza
+    copies = [p for p in compat["root"].rglob("inplace-sd1*") if p.suffix != ".json"]  # its manifest is ours
+    assert not copies, f"an in-place model was copied into the root: {copies}"
 
 
 def test_no_vae_lora_embedding_listed_as_main_model(compat):
